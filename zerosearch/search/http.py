@@ -1,0 +1,220 @@
+"""HTTP plumbing shared by every networked engine: server lists, bounded retries, a health-aware pool,
+and one event loop per engine running one pooled `httpx.AsyncClient`.
+
+Why a loop in a background thread: the rollout is synchronous, but a turn's queries must go out
+concurrently and the connection pool must outlive a call (the original built a client per request and
+retried forever with a bare except). `AsyncRunner.run` submits a coroutine to the engine's loop and waits
+with a hard deadline, so a stalled server can never hang training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+RETRYABLE = frozenset({"timeout", "connect", "http_429", "http_5xx", "bad_response"})
+
+
+class RequestFailed(Exception):
+    """A request failed after its tries. `kind` is one of timeout, connect, http_429, http_5xx, http_4xx,
+    bad_response; `retries` how many retries were spent."""
+
+    def __init__(self, kind: str, detail: str = "", retries: int = 0):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind, self.detail, self.retries = kind, detail, retries
+
+
+def parse_servers(spec: str, default_port: int = 6001, scheme: str = "http") -> list[str]:
+    """'a', 'a:7000', 'http://a:7000' or a comma list of them -> base URLs without a trailing slash.
+
+    >>> parse_servers("localhost, 10.0.0.2:7000")
+    ['http://localhost:6001', 'http://10.0.0.2:7000']
+    """
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if "://" in part:
+            url = part.rstrip("/")
+            host_port = url.split("://", 1)[1].split("/", 1)[0]
+            if ":" not in host_port.split("]")[-1]:
+                raise ValueError(f"server {part!r}: a URL must name its port (e.g. http://host:{default_port})")
+            out.append(url)
+            continue
+        host, _, port = part.rpartition(":") if part.count(":") == 1 else (part, "", "")
+        if not host:
+            host, port = part, ""
+        if port and not port.isdigit():
+            raise ValueError(f"server {part!r}: port {port!r} is not a number")
+        out.append(f"{scheme}://{host}:{port or default_port}")
+    if not out:
+        raise ValueError(f"no server in {spec!r}: give host, host:port or a comma list of them")
+    return out
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded retries with exponential backoff and full jitter."""
+
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    timeout_s: float = 60.0
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number `retry` (0-based): uniform in [0.5, 1.5) x base x 2^retry."""
+        return min(self.backoff_max_s, self.backoff_s * (2 ** retry)) * (0.5 + rng.random())
+
+    def worst_case_s(self) -> float:
+        """Longest one request can take: every try times out and every backoff is at its maximum."""
+        waits = sum(min(self.backoff_max_s, self.backoff_s * 2 ** r) * 1.5 for r in range(self.max_retries))
+        return (self.max_retries + 1) * self.timeout_s + waits
+
+
+class ServerPool:
+    """Spreads requests over servers round-robin, skipping a server that failed `failure_limit` times in a
+    row for `cooldown_s` seconds (then it is tried again). When every server is cooling down, the one
+    whose cooldown ends first is used rather than failing outright."""
+
+    def __init__(self, servers: list[str], failure_limit: int = 3, cooldown_s: float = 30.0):
+        if not servers:
+            raise ValueError("ServerPool needs at least one server")
+        self.servers = list(servers)
+        self.failure_limit, self.cooldown_s = failure_limit, cooldown_s
+        self._next = 0
+        self._fails = {s: 0 for s in servers}
+        self._until = {s: 0.0 for s in servers}
+        self._lock = threading.Lock()
+        self.skips = 0  # times a cooling server was passed over
+
+    def pick(self) -> str:
+        with self._lock:
+            now = time.monotonic()
+            n = len(self.servers)
+            for i in range(n):
+                s = self.servers[(self._next + i) % n]
+                if self._until[s] <= now:
+                    self._next = (self._next + i + 1) % n
+                    self.skips += i
+                    return s
+            self.skips += n
+            return min(self.servers, key=lambda s: self._until[s])
+
+    def report(self, server: str, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._fails[server] = 0
+                self._until[server] = 0.0
+                return
+            self._fails[server] += 1
+            if self._fails[server] >= self.failure_limit:
+                self._until[server] = time.monotonic() + self.cooldown_s
+
+    def cooling(self) -> list[str]:
+        now = time.monotonic()
+        return [s for s in self.servers if self._until[s] > now]
+
+
+def classify_status(status: int) -> str | None:
+    """None for success, else the failure kind of an HTTP status."""
+    if status < 400:
+        return None
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    pool: ServerPool,
+    path: str,
+    payload: dict[str, Any],
+    policy: RetryPolicy,
+    rng: random.Random,
+    validate: Callable[[Any], Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[Any, int]:
+    """POST `payload` as JSON to `<server><path>`, retrying retryable failures. Returns (value, retries),
+    where value is `validate(json)` (or the json). `validate` raising ValueError counts as bad_response.
+    Raises RequestFailed after the last try; never retries 4xx other than 429."""
+    kind, detail = "connect", ""
+    for attempt in range(policy.max_retries + 1):
+        if attempt:
+            await asyncio.sleep(policy.delay(attempt - 1, rng))
+        server = pool.pick()
+        try:
+            resp = await client.post(server + path, json=payload, headers=headers, timeout=policy.timeout_s)
+            kind = classify_status(resp.status_code)
+            if kind is None:
+                try:
+                    data = resp.json()
+                    value = validate(data) if validate else data
+                except (ValueError, KeyError, TypeError, IndexError) as e:
+                    kind, detail = "bad_response", f"{type(e).__name__}: {e}"[:200]
+                else:
+                    pool.report(server, True)
+                    return value, attempt
+            else:
+                detail = f"HTTP {resp.status_code} from {server}{path}: {resp.text[:200]}"
+        except httpx.TimeoutException as e:
+            kind, detail = "timeout", f"{type(e).__name__} after {policy.timeout_s}s from {server}"
+        except httpx.TransportError as e:  # connection refused/reset, protocol errors
+            kind, detail = "connect", f"{type(e).__name__}: {e} ({server})"
+        pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
+        if kind not in RETRYABLE:
+            break
+    raise RequestFailed(kind, detail, retries=attempt)
+
+
+class AsyncRunner:
+    """An event loop in a daemon thread, with one pooled `httpx.AsyncClient` living on it.
+
+    `run(coro_factory, timeout)` calls `coro_factory(client)` on the loop and waits at most `timeout`
+    seconds; on timeout the coroutine is cancelled and `TimeoutError` raised.
+    """
+
+    def __init__(self, max_connections: int = 64, name: str = "zerosearch-http"):
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._max_connections = max_connections
+        self._thread.start()
+        self._ready.wait()
+        self.client: httpx.AsyncClient = self.run(self._make_client, timeout=10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+
+    async def _make_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self._max_connections,
+                              max_keepalive_connections=self._max_connections)
+        return httpx.AsyncClient(limits=limits, trust_env=False)
+
+    def run(self, coro_factory: Callable[[], Awaitable[T]] | Callable[..., Awaitable[T]], timeout: float) -> T:
+        fut = asyncio.run_coroutine_threadsafe(coro_factory(), self._loop)  # type: ignore[call-arg]
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self.run(self.client.aclose, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
