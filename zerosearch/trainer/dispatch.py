@@ -1,0 +1,69 @@
+"""Splitting work over ranks and putting it back together."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.trainer.worker_group import WorkerGroup
+
+Batch = dict[str, torch.Tensor]
+
+
+def shard_batch(batch: Batch, n: int) -> list[Batch]:
+    """n contiguous shards (sizes differ by at most one row when n does not divide the batch)."""
+    keys = list(batch)
+    parts = {k: torch.tensor_split(batch[k], n) for k in keys}
+    return [{k: parts[k][i] for k in keys} for i in range(n)]
+
+
+def concat_outputs(outs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+
+def mean_metrics(outs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Average per-rank metric dicts (each rank saw an equal share of the batch)."""
+    keys = {k for o in outs for k in o}
+    return {k: sum(o.get(k, 0.0) for o in outs) / len(outs) for k in sorted(keys)}
+
+
+def run_sharded(group: WorkerGroup, method: str, batch: Batch) -> dict[str, torch.Tensor]:
+    """Call a per-token method on every rank with its shard and concatenate the results."""
+    return concat_outputs(group.scatter(method, shard_batch(batch, group.world_size)))
+
+
+class WorkerGroupEngine(GenerationEngine):
+    """The rollout engines of all ranks seen as one engine: prompts are dealt out round-robin (so long and
+    short prompts spread evenly) and the outputs put back in order."""
+
+    def __init__(self, group: WorkerGroup):
+        self.group = group
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
+                 max_new_tokens: Sequence[int] | None = None) -> list[GenerationOutput]:
+        n = self.group.world_size
+        idx = [list(range(r, len(prompts), n)) for r in range(n)]
+        caps = list(max_new_tokens) if max_new_tokens is not None else None
+        shards: list[Any] = []
+        for r in range(n):
+            shards.append([list(prompts[i]) for i in idx[r]])
+        # each rank gets its own seed, or the ranks would draw the same samples
+        results = self.group.scatter_args("generate", [
+            (shards[r], _rank_params(params, r), [caps[i] for i in idx[r]] if caps is not None else None)
+            for r in range(n)])
+        out: list[GenerationOutput | None] = [None] * len(prompts)
+        for r in range(n):
+            for i, o in zip(idx[r], results[r]):
+                out[i] = o
+        return out  # type: ignore[return-value]
+
+    def update_weights(self, state_dict: dict[str, Any]) -> None:
+        self.group.call("update_rollout_weights", state_dict)
+
+
+def _rank_params(params: SamplingParams, rank: int) -> SamplingParams:
+    from dataclasses import replace
+
+    return params if params.seed is None else replace(params, seed=params.seed * 1000003 + rank)

@@ -1,0 +1,132 @@
+"""Where metrics go: a compact console line per step with a progress bar, metrics.jsonl in the run folder,
+tensorboard, and wandb (online, or offline with no network).
+
+Metric names follow verl's dashboards (`actor/pg_loss`, `critic/score/mean`, `timing_s/gen`,
+`val/test_score/<source>`) plus ours under `search/`, `env/` and `rollout/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# (metric, short label, format) shown on the console line, when present
+CONSOLE_FIELDS = (
+    ("critic/score/mean", "reward", "{:.3f}"),
+    ("env/searches/mean", "searches", "{:.2f}"),
+    ("search/noise_prob", "noise", "{:.2f}"),
+    ("actor/pg_loss", "pg", "{:+.4f}"),
+    ("actor/kl_loss", "kl", "{:.4f}"),
+    ("critic/vf_loss", "vf", "{:.4f}"),
+    ("actor/entropy", "ent", "{:.3f}"),
+    ("response_length/mean", "len", "{:.0f}"),
+    ("val/test_score/all", "val", "{:.3f}"),
+    ("timing_s/step", "s", "{:.1f}"),
+)
+
+
+def console_line(step: int, total: int, metrics: dict[str, float]) -> str:
+    parts = [f"step {step}/{total}"]
+    for key, label, fmt in CONSOLE_FIELDS:
+        if key in metrics and metrics[key] is not None and not (isinstance(metrics[key], float) and math.isnan(metrics[key])):
+            parts.append(f"{label} {fmt.format(metrics[key])}")
+    return " | ".join(parts)
+
+
+class Tracker:
+    """Fans metrics out to the configured backends.
+
+    Args:
+        backends: subset of console, jsonl, tensorboard, wandb.
+        run_dir: the run folder (metrics.jsonl, tensorboard/, wandb/ go there).
+        project, experiment: names for wandb.
+        config: the resolved configuration (stored with the wandb run).
+        total_steps, start_step: for the progress bar (a resumed run starts part-way).
+        wandb_mode: online | offline | disabled.
+        progress_bar: show a tqdm bar with ETA (on a terminal or not).
+    """
+
+    def __init__(self, backends: list[str], run_dir: str | Path, project: str, experiment: str,
+                 config: dict[str, Any] | None = None, total_steps: int = 0, start_step: int = 0,
+                 wandb_mode: str = "offline", progress_bar: bool = True):
+        self.backends = set(backends)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.total = total_steps
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if "jsonl" in self.backends else None
+        self._tb = None
+        if "tensorboard" in self.backends:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        self._wandb = None
+        if "wandb" in self.backends and wandb_mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self._wandb = wandb.init(project=project, name=experiment, dir=str(self.run_dir), mode=wandb_mode,
+                                     config=config or {}, id=_wandb_id(self.run_dir, experiment), resume="allow")
+        self._bar = None
+        if progress_bar and total_steps:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                             file=sys.stderr, leave=True)
+        self._t_last = time.perf_counter()
+
+    @property
+    def wandb_dir(self) -> str | None:
+        return getattr(self._wandb, "dir", None) if self._wandb is not None else None
+
+    def log(self, metrics: dict[str, float], step: int, *, advance: bool = True) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+            self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in clean.items():
+                if math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(clean, step=step)
+        if "console" in self.backends:
+            self.write(console_line(step, self.total, clean))
+        if self._bar is not None and advance:
+            self._bar.update(1)
+            if "critic/score/mean" in clean:
+                self._bar.set_postfix(reward=f"{clean['critic/score/mean']:.3f}", refresh=False)
+
+    def write(self, text: str) -> None:
+        """Print a line without breaking the progress bar."""
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _wandb_id(run_dir: Path, experiment: str) -> str:
+    """A stable run id per run folder, so a resumed run continues the same wandb run."""
+    f = run_dir / ".wandb_id"
+    if f.exists():
+        return f.read_text().strip()
+    import hashlib
+
+    rid = hashlib.sha1(f"{run_dir.resolve()}:{experiment}:{time.time()}".encode()).hexdigest()[:12]
+    f.write_text(rid)
+    return rid

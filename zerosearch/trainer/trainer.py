@@ -1,0 +1,338 @@
+"""The single controller: one process that owns the loop and drives the Ray worker group.
+
+One step:
+    rollout (agent loop; generation on the workers, search here)  -> timing_s/gen, timing_s/search
+    reward (one score per trajectory on its last policy token)   -> timing_s/reward
+    old log-probs, reference log-probs, values (on the workers)  -> timing_s/old_log_prob, ref, values
+    advantages (here)                                            -> timing_s/adv
+    critic and actor updates (on the workers)                    -> timing_s/update_critic, update_actor
+    weight sync to the rollout engines                           -> timing_s/sync
+Validation every test_freq steps, checkpoints every save_freq steps, both also at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from zerosearch.algos import make_kl_controller
+from zerosearch.config.schema import ZeroSearchConfig
+from zerosearch.config.validate import check_world_size
+from zerosearch.data.prompts import encode_prompt
+from zerosearch.data.qa import QARow, load_qa_files
+from zerosearch.reward import compute_score
+from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
+from zerosearch.rollout.types import PromptItem, SamplingParams
+from zerosearch.search.curriculum import noise_probability
+from zerosearch.search.factory import build_search_engine
+from zerosearch.trainer import validation
+from zerosearch.trainer.checkpoint import CheckpointManager
+from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
+from zerosearch.trainer.data_loader import PromptLoader
+from zerosearch.trainer.dispatch import WorkerGroupEngine, mean_metrics, run_sharded, shard_batch
+from zerosearch.trainer.tracking import Tracker
+from zerosearch.trainer.worker_group import Resources, WorkerGroup
+from zerosearch.workers.fsdp import resolve_device
+
+
+@contextmanager
+def timed(metrics: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    metrics[f"timing_s/{name}"] = time.perf_counter() - t0
+
+
+class Trainer:
+    """Builds the run (data, workers, engines, trackers, checkpoints) and trains.
+
+    Args:
+        cfg: a validated configuration.
+        log: where human-readable lines go (the tracker's console once it exists).
+    """
+
+    def __init__(self, cfg: ZeroSearchConfig, log: Any = print):
+        self.cfg = cfg
+        self._log = log
+        self.t_start = time.time()
+        self.device = resolve_device(cfg.trainer.device)
+        self.run_dir = Path(cfg.trainer.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or cfg.model.path,
+                                                       padding_side="left", trust_remote_code=cfg.model.trust_remote_code)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        train_files, val_files = _data_files(cfg)
+        self.train_rows = load_qa_files(train_files, skip_invalid=cfg.data.skip_invalid_rows)
+        self.val_rows = load_qa_files(val_files, skip_invalid=cfg.data.skip_invalid_rows) if val_files else []
+        if cfg.data.val_max_rows_per_source:
+            self.val_rows = _subsample_per_source(self.val_rows, cfg.data.val_max_rows_per_source, cfg.trainer.seed)
+        self.train_items = self._encode(self.train_rows, "training")
+        self.val_items = self._encode(self.val_rows, "validation")
+        self.resources = Resources.from_config(cfg, self.device)
+        check_world_size(cfg, self.resources.world_size)
+        self._init_ray()
+        self.use_critic = cfg.algorithm.adv_estimator == "gae"
+        self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
+        self.engine = WorkerGroupEngine(self.group)
+        self.train_search = build_search_engine(cfg, role="train")
+        self.eval_search = build_search_engine(cfg, role="eval")
+        self.loop_cfg = AgentLoopConfig.from_rollout_config(cfg.rollout)
+        self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, self.loop_cfg)
+        self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, self.loop_cfg)
+        a = cfg.algorithm
+        self.kl_ctrl = make_kl_controller(a.kl_ctrl, a.kl_coef, a.kl_target, a.kl_horizon)
+        self.loader = PromptLoader(self.train_items, cfg.data.train_batch_size, cfg.trainer.seed, cfg.data.shuffle)
+        self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last_k)
+        self.step = 0
+        self.initial_val: dict[str, Any] | None = None
+        self.final_val: dict[str, Any] | None = None
+        self._resume()
+        self.tracker = Tracker(cfg.logging.backends, self.run_dir, cfg.trainer.project_name, cfg.trainer.experiment_name,
+                               _config_dict(cfg), cfg.trainer.total_steps, self.step, cfg.logging.wandb_mode,
+                               cfg.logging.progress_bar)
+        self._log = self.tracker.write
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _init_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": True,
+                                  "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}}
+        if self.cfg.trainer.ray_address:
+            kwargs["address"] = self.cfg.trainer.ray_address
+        else:
+            # on CPU the ranks need a CPU each; Ray would otherwise refuse to place them on a 2-core machine
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, self.resources.world_size * self.resources.cpus_per_worker)
+        ray.init(**kwargs)
+
+    def _encode(self, rows: list[QARow], what: str) -> list[PromptItem]:
+        d = self.cfg.data
+        items, too_long = [], []
+        for r in rows:
+            ids = encode_prompt(self.tokenizer, r.question, d.prompt_template, d.chat_template)
+            if len(ids) > d.max_prompt_length:
+                too_long.append((r.id, len(ids)))
+                continue
+            items.append(PromptItem(ids, r.id, r.question, tuple(r.golden_answers), r.data_source))
+        if too_long:
+            msg = (f"{len(too_long)} {what} prompts exceed data.max_prompt_length={d.max_prompt_length} tokens "
+                   f"(first: row {too_long[0][0]!r} with {too_long[0][1]})")
+            if not d.skip_invalid_rows:
+                raise ValueError(msg + "; raise data.max_prompt_length or set data.skip_invalid_rows=true to skip them")
+            self._log(f"[data] skipped {msg}")
+        return items
+
+    def _resume(self) -> None:
+        mode = self.cfg.trainer.resume
+        removed = self.ckpt.clean_partial()
+        for p in removed:
+            self._log(f"[checkpoint] removed the partial checkpoint {p} (its run died while writing it)")
+        if mode == "disable":
+            return
+        path = self.ckpt.latest() if mode == "auto" else Path(mode)
+        if path is None:
+            return
+        if not (path / "trainer_state.json").exists():
+            raise FileNotFoundError(f"trainer.resume={mode}: {path} is not a complete checkpoint")
+        state = CheckpointManager.read_state(path)
+        self.group.call("load_checkpoint", str(path / "workers"))
+        self.step = int(state["step"])
+        self.loader.load_state_dict(state["loader"])
+        self.kl_ctrl.value = float(state["kl_coef"])
+        self.initial_val = state.get("initial_val")
+        self._log(f"[checkpoint] resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Path:
+        cfg, t = self.cfg, self.cfg.trainer
+        try:
+            if t.val_before_train and self.step == 0 and self.val_items:
+                val = self.validate(step=0)
+                self.initial_val = val["summary"]
+                self.tracker.log(val["metrics"], 0, advance=False)
+            last_val_step = -1
+            while self.step < t.total_steps:
+                self.step += 1
+                metrics = self.train_step(self.step)
+                final = self.step == t.total_steps
+                if self.val_items and (final or (t.test_freq > 0 and self.step % t.test_freq == 0)):
+                    val = self.validate(step=self.step)
+                    metrics.update(val["metrics"])
+                    self.final_val = val["summary"]
+                    if self.initial_val is None:
+                        self.initial_val = val["summary"]
+                    last_val_step = self.step
+                self.tracker.log(metrics, self.step)
+                if final or (t.save_freq > 0 and self.step % t.save_freq == 0):
+                    self.save_checkpoint()
+            if self.val_items and last_val_step != self.step and self.final_val is None:
+                self.final_val = self.validate(step=self.step)["summary"]
+            export_dir = self.run_dir / "actor_hf"
+            self.group.call("export_hf", str(export_dir))
+            return self.write_summary(export_dir)
+        finally:
+            self.close()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        m: dict[str, float] = {}
+        t0 = time.perf_counter()
+        items = self.loader.next_batch()
+        noise = noise_probability(step - 1, max(cfg.trainer.total_steps - 1, 1), cfg.curriculum.start_threshold,
+                                  cfg.curriculum.end_threshold, cfg.curriculum.base)
+        r = cfg.rollout
+        params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                seed=cfg.trainer.seed * 1_000_003 + step)
+        with timed(m, "rollout"):
+            trajs = self.train_loop.run(items, r.n, params, step=step)
+        m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
+        with timed(m, "reward"):
+            scored = [compute_score(t.response_text, list(t.item.golden_answers), score=cfg.reward.score,
+                                    format_reward=cfg.reward.format_reward,
+                                    structure_format_score=cfg.reward.structure_format_score,
+                                    final_format_score=cfg.reward.final_format_score,
+                                    retrieval_score=cfg.reward.retrieval_score) for t in trajs]
+            batch = collate_trajectories(trajs, self.pad_id)
+            batch["token_level_scores"] = token_level_scores([s for s, _ in scored], batch["response_mask"])
+        for key in ("em", "cover_em", "f1"):
+            m[f"critic/{key}/mean"] = sum(d[key] for _, d in scored) / len(scored)
+        group_ids = [t.item.row_id for t in trajs]
+        with timed(m, "old_log_prob"):
+            out = run_sharded(self.group, "compute_log_prob", batch)
+            batch["old_log_prob"] = out["old_log_prob"]
+            mask = batch["response_mask"]
+            m["actor/entropy"] = float((out["entropy"] * mask).sum() / mask.sum().clamp(min=1))
+        if cfg.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward:
+            with timed(m, "ref"):
+                batch["ref_log_prob"] = run_sharded(self.group, "compute_ref_log_prob", batch)["ref_log_prob"]
+        if self.use_critic:
+            with timed(m, "values"):
+                batch["values"] = run_sharded(self.group, "compute_values", batch)["values"]
+        with timed(m, "adv"):
+            batch, kl_m = compute_advantages(batch, cfg.algorithm, group_ids, self.kl_ctrl.value)
+            m.update(kl_m)
+            if cfg.algorithm.use_kl_in_reward:
+                self.kl_ctrl.update(kl_m["actor/reward_kl_penalty"], len(trajs))
+        if self.use_critic:
+            with timed(m, "update_critic"):
+                m.update(mean_metrics(self.group.scatter("update_critic", shard_batch(batch, self.group.world_size))))
+        if step > cfg.trainer.critic_warmup:
+            with timed(m, "update_actor"):
+                m.update(mean_metrics(self.group.scatter("update_actor", shard_batch(batch, self.group.world_size))))
+            with timed(m, "sync"):
+                self.group.call("sync_rollout_weights")
+        m.update(batch_metrics(batch))
+        m.update(trajectory_metrics(trajs))
+        m.update(self.train_search.pop_metrics())
+        m["search/noise_prob"] = noise
+        m["timing_s/step"] = time.perf_counter() - t0
+        m["training/epoch"] = float(self.loader.epoch)
+        return m
+
+    def validate(self, step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        summary, results, env = validation.run_validation(self.eval_loop, self.val_items, cfg.data.val_batch_size,
+                                                          cfg.rollout.val_temperature, step=step)
+        metrics = validation.flatten(summary, "val", cfg.reward.score)
+        metrics.update({f"val/{k}": v for k, v in env.items()})
+        metrics.update({f"val/{k}": v for k, v in self.eval_search.pop_metrics().items()})
+        for p in cfg.trainer.val_noise_levels:
+            s_noise, _, env_noise = validation.run_validation(
+                self.train_loop, self.val_items, cfg.data.val_batch_size, cfg.rollout.val_temperature,
+                noise_prob=p, step=step)
+            tag = f"val_noise_{p:g}"
+            metrics.update({f"{tag}/cover_em": s_noise["cover_em"], f"{tag}/f1": s_noise["f1"],
+                            f"{tag}/searches": env_noise["env/searches/mean"]})
+            summary.setdefault("noise", {})[f"{p:g}"] = {"cover_em": s_noise["cover_em"], "em": s_noise["em"],
+                                                         "f1": s_noise["f1"], "searches": env_noise["env/searches/mean"]}
+            self.train_search.pop_metrics()
+        metrics["timing_s/validation"] = time.perf_counter() - t0
+        self._log(f"[val] step {step}: cover-EM {summary['cover_em']:.3f} EM {summary['em']:.3f} "
+                  f"F1 {summary['f1']:.3f} over {int(summary['n'])} rows, searches {summary['searches']:.2f}")
+        for r in results[: cfg.logging.log_examples]:
+            self._log(f"[val] example ({r.data_source}) Q: {r.question}\n      gold: {list(r.golden_answers)} "
+                      f"pred: {r.prediction!r} cover-EM {r.cover_em:.0f}\n      {r.response_text[:600]!r}")
+        return {"summary": summary, "metrics": metrics}
+
+    # ------------------------------------------------------------------ state
+    def save_checkpoint(self) -> Path:
+        state = {"step": self.step, "loader": self.loader.state_dict(), "kl_coef": self.kl_ctrl.value,
+                 "initial_val": self.initial_val, "seed": self.cfg.trainer.seed,
+                 "total_steps": self.cfg.trainer.total_steps}
+        path = self.ckpt.save(self.step, lambda p: self.group.call("save_checkpoint", p), state)
+        self._log(f"[checkpoint] saved {path}")
+        return path
+
+    def write_summary(self, export_dir: Path) -> Path:
+        summary = {
+            "steps": self.step,
+            "total_steps": self.cfg.trainer.total_steps,
+            "initial_val": self.initial_val,
+            "final_val": self.final_val,
+            "wall_time_s": time.time() - self.t_start,
+            "run_dir": str(self.run_dir),
+            "exported_model": str(export_dir),
+            "metrics_file": str(self.run_dir / "metrics.jsonl"),
+        }
+        path = self.run_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=1))
+        return path
+
+    def close(self) -> None:
+        for res in (getattr(self, "train_search", None), getattr(self, "eval_search", None)):
+            if res is not None:
+                res.close()
+        if getattr(self, "tracker", None) is not None:
+            self.tracker.close()
+        if getattr(self, "group", None) is not None:
+            self.group.shutdown()
+            self.group = None  # type: ignore[assignment]
+
+
+def _data_files(cfg: ZeroSearchConfig) -> tuple[list[str], list[str]]:
+    train, val = list(cfg.data.train_files), list(cfg.data.val_files)
+    if cfg.data.path:
+        root = Path(cfg.data.path)
+        if not train:
+            train = [str(root / "train.parquet")]
+        if not val and (root / "test.parquet").exists():
+            val = [str(root / "test.parquet")]
+    return train, val
+
+
+def _subsample_per_source(rows: list[QARow], k: int, seed: int) -> list[QARow]:
+    import random
+
+    by: dict[str, list[QARow]] = {}
+    for r in rows:
+        by.setdefault(r.data_source, []).append(r)
+    out = []
+    for src in sorted(by):
+        rs = by[src]
+        out.extend(random.Random(seed).sample(rs, k) if len(rs) > k else rs)
+    return out
+
+
+def _config_dict(cfg: ZeroSearchConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def run_training(cfg: ZeroSearchConfig) -> Path:
+    """Train as configured; prints and returns the path of summary.json (its last line)."""
+    torch.manual_seed(cfg.trainer.seed)
+    trainer = Trainer(cfg)
+    path = trainer.fit()
+    print(f"summary: {path}", flush=True)
+    return path

@@ -1,0 +1,180 @@
+"""Ray worker groups: one process per rank in a placement group, running the FSDP2 workers.
+
+Each rank's process holds the policy worker (actor + reference + rollout engine, colocated) and, for PPO,
+the critic worker. The controller calls methods on all ranks at once, either with the same arguments
+(`call`) or with one shard of a batch per rank (`scatter`), and gathers the results in rank order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import ray
+import torch
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from zerosearch.config.schema import ZeroSearchConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+class RankWorker:
+    """What runs inside one Ray actor process. Method names are the controller's vocabulary."""
+
+    def __init__(self, cfg: ZeroSearchConfig, rank: int, world_size: int, device: str, threads: int):
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        torch.set_num_threads(max(1, threads))
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.policy: Any = None
+        self.critic: Any = None
+
+    def master_address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def init(self, master_addr: str, master_port: int, model_path: str | None, with_critic: bool) -> bool:
+        from transformers.utils import logging as hf_logging
+
+        from zerosearch.workers import fsdp
+        from zerosearch.workers.actor import PolicyWorker
+
+        hf_logging.disable_progress_bar()
+        fsdp.init_distributed(self.rank, self.world_size, master_addr, master_port, self.device)
+        torch.manual_seed(self.cfg.trainer.seed)
+        self.policy = PolicyWorker(self.cfg, self.rank, self.world_size, self.device, model_path=model_path)
+        if with_critic:
+            from zerosearch.workers.critic import CriticWorker
+
+            self.critic = CriticWorker(self.cfg, self.rank, self.world_size, self.device)
+        return True
+
+    # policy
+    def generate(self, prompts, params, max_new_tokens):  # noqa: ANN001 - types live in rollout.types
+        return self.policy.generate(prompts, params, max_new_tokens)
+
+    def compute_log_prob(self, batch):  # noqa: ANN001
+        return self.policy.compute_log_prob(batch)
+
+    def compute_ref_log_prob(self, batch):  # noqa: ANN001
+        return self.policy.compute_ref_log_prob(batch)
+
+    def update_actor(self, batch):  # noqa: ANN001
+        return self.policy.update_actor(batch)
+
+    def sync_rollout_weights(self) -> bool:
+        self.policy.sync_rollout_weights()
+        return True
+
+    def update_rollout_weights(self, state_dict) -> bool:  # noqa: ANN001
+        self.policy.engine.update_weights(state_dict)
+        return True
+
+    # critic
+    def compute_values(self, batch):  # noqa: ANN001
+        return self.critic.compute_values(batch)
+
+    def update_critic(self, batch):  # noqa: ANN001
+        return self.critic.update_critic(batch)
+
+    # checkpoints (zerosearch.trainer.checkpoint does the file work)
+    def save_checkpoint(self, path: str) -> bool:
+        from zerosearch.trainer.checkpoint import save_worker_state
+
+        save_worker_state(path, self.policy, self.critic)
+        return True
+
+    def load_checkpoint(self, path: str) -> bool:
+        from zerosearch.trainer.checkpoint import load_worker_state
+
+        load_worker_state(path, self.policy, self.critic)
+        return True
+
+    def export_hf(self, path: str) -> bool:
+        from zerosearch.trainer.checkpoint import export_hf_model
+
+        export_hf_model(path, self.policy, self.rank)
+        return True
+
+    def shutdown(self) -> bool:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return True
+
+
+@dataclass
+class Resources:
+    """Where the ranks run: device, world size, CPUs per rank."""
+
+    device: str
+    world_size: int
+    cpus_per_worker: int
+
+    @classmethod
+    def from_config(cls, cfg: ZeroSearchConfig, device: str) -> "Resources":
+        t = cfg.trainer
+        if device == "cuda":
+            return cls("cuda", t.n_gpus_per_node * t.nnodes, 1)
+        return cls("cpu", t.cpu_workers, 1)
+
+
+class WorkerGroup:
+    """Creates the rank actors in a placement group and calls them together."""
+
+    def __init__(self, cfg: ZeroSearchConfig, resources: Resources, model_path: str | None, with_critic: bool):
+        self.resources = resources
+        n = resources.world_size
+        bundle = {"CPU": resources.cpus_per_worker}
+        if resources.device == "cuda":
+            bundle["GPU"] = 1
+        # PACK keeps ranks on as few nodes as possible (NCCL inside a node is fastest)
+        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy="PACK")
+        ray.get(self.pg.ready(), timeout=300)
+        actor_cls = ray.remote(RankWorker)
+        env = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(resources.cpus_per_worker)}
+        self.workers = [
+            actor_cls.options(
+                num_cpus=resources.cpus_per_worker, num_gpus=1 if resources.device == "cuda" else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=self.pg,
+                                                                     placement_group_bundle_index=i),
+                runtime_env={"env_vars": env},
+            ).remote(cfg, i, n, resources.device, resources.cpus_per_worker)
+            for i in range(n)
+        ]
+        addr, port = ray.get(self.workers[0].master_address.remote())
+        ray.get([w.init.remote(addr, port, model_path, with_critic) for w in self.workers])
+
+    @property
+    def world_size(self) -> int:
+        return len(self.workers)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """Call `method(*args)` on every rank; results in rank order."""
+        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+
+    def scatter(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
+        """Call `method(shard_i, *args)` on rank i."""
+        return self.scatter_args(method, [(s, *args) for s in shards])
+
+    def scatter_args(self, method: str, per_rank_args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Call `method(*per_rank_args[i])` on rank i."""
+        if len(per_rank_args) != len(self.workers):
+            raise ValueError(f"{len(per_rank_args)} argument sets for {len(self.workers)} workers")
+        return ray.get([getattr(w, method).remote(*a) for w, a in zip(self.workers, per_rank_args)])
+
+    def shutdown(self) -> None:
+        try:
+            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+        except Exception:  # noqa: BLE001 - best effort; the actors are killed next
+            pass
+        for w in self.workers:
+            ray.kill(w)
+        remove_placement_group(self.pg)
