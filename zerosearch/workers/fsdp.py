@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -16,6 +17,9 @@ import torch.distributed as dist
 from torch import nn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# FSDP2 warns that HF heads return views; nothing here modifies model outputs in place (slicing, .float()).
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
 
 def resolve_device(device: str) -> str:
@@ -70,8 +74,10 @@ def load_value_model(path: str, dtype: torch.dtype, attn_implementation: str = "
                      trust_remote_code: bool = False, gradient_checkpointing: bool = False) -> nn.Module:
     """A critic: the LM backbone with a scalar head (token classification, 1 label, no dropout)."""
     from transformers import AutoConfig, AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
 
     _check_attn(attn_implementation)
+    hf_logging.set_verbosity_error()  # the value head is new by design; its "MISSING score.*" report is noise
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0
