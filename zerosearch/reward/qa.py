@@ -7,8 +7,8 @@ Rules, and why (row counts are out of the 5,375 trace rows):
 - The answer is read from the *response only*. The agent prompt itself contains `<answer> Beijing
   </answer>` (and `<answer> and </answer>`); reading prompt + response scores that example whenever the
   model never answers (623 rows have no answer in the response).
-- The *last* complete `<answer>...</answer>` counts (79 rows hold two; the first is often the environment's
-  "put the answer between <answer> and </answer>" notice). Content may span lines.
+- The *last* complete `<answer>...</answer>` counts (79 rows hold two; in all of them the first is the
+  environment's "put the answer between <answer> and </answer>" notice). Content may span lines.
 - An unclosed `<answer>` (a response cut at the length limit) is no answer (1 row).
 - The content is stripped of surrounding whitespace (4,624 rows have some).
 - A missing answer (None) scores 0 on every metric. An empty answer `<answer></answer>` is the string "".
