@@ -63,9 +63,10 @@ class RolloutConfig:
     max_total_length: int = cfg_field(
         4096, "tokens of prompt + whole response; a trajectory that would exceed it ends, marked truncated")
     invalid_action_text: str = cfg_field(
-        "\nMy previous action was not valid: a search goes inside <search> and </search>, a final answer inside "
-        "<answer> and </answer>. I will try again.\n",
-        "observation appended after a turn that neither searched nor answered")
+        "\nMy previous action was not valid: a search goes inside <search> and </search>, and a final answer "
+        "inside the answer tags. I will try again.\n",
+        "observation appended after a turn that neither searched nor answered (must hold no complete answer-tag "
+        "pair: the reward would read it as the trajectory's answer)")
     micro_batch_size: int = cfg_field(256, "sequences per generation call of the hf engine")
     gpu_memory_utilization: float = cfg_field(0.5, "vllm: fraction of device memory (of RAM on CPU) for weights + KV cache")
     tensor_parallel_size: int = cfg_field(1, "vllm: tensor-parallel degree of each rollout engine")

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+from zerosearch.config.schema import RolloutConfig
 from zerosearch.rollout.actions import STOP_STRINGS, parse_action
 from zerosearch.rollout.types import GenerationEngine, PromptItem, SamplingParams, Trajectory
 from zerosearch.search.formatting import format_observation
@@ -36,12 +37,13 @@ class AgentLoopConfig:
     max_response_length: int = 500
     max_obs_length: int = 500
     max_total_length: int = 4096
-    invalid_action_text: str = ("\nMy previous action was not valid: a search goes inside <search> and </search>, a "
-                                "final answer inside <answer> and </answer>. I will try again.\n")
+    # no complete <answer>...</answer> pair in here: the reward would read it as the trajectory's answer
+    invalid_action_text: str = ("\nMy previous action was not valid: a search goes inside <search> and </search>, and "
+                                "a final answer inside the answer tags. I will try again.\n")
     max_query_chars: int = 512
 
     @classmethod
-    def from_rollout_config(cls, r: Any) -> "AgentLoopConfig":
+    def from_rollout_config(cls, r: RolloutConfig) -> "AgentLoopConfig":
         return cls(max_turns=r.max_turns, max_response_length=r.max_response_length, max_obs_length=r.max_obs_length,
                    max_total_length=r.max_total_length, invalid_action_text=r.invalid_action_text)
 

@@ -107,9 +107,11 @@ class _Names:
     def __init__(self, rng: random.Random):
         self.rng, self.used = rng, set()
 
-    def make(self, n_syllables: int, suffix: str = "") -> str:
+    def make(self, n_syllables: int, suffix: str = "", unique: bool = True) -> str:
         for _ in range(1000):
             name = "".join(self.rng.choice(SYLLABLES) for _ in range(n_syllables)).capitalize() + suffix
+            if not unique:
+                return name
             if name not in self.used:
                 self.used.add(name)
                 return name
@@ -134,8 +136,10 @@ def build_world(n_sft: int = 3000, n_rl: int = 1000, n_test: int = 150, two_hop_
     for split, n in (("sft", n_sft), ("rl", n_rl), ("test", n_test)):
         members = []
         for _ in range(n):
-            c = Country(name=names.make(3), capital=names.make(2), founder=f"{names.make(2)} {names.make(2)}",
-                        year=str(rng.randint(1000, 1999)), river=names.make(2), language=names.make(2, "ish"))
+            # unique names need 3 syllables (64^2 two-syllable names would run out); given names may repeat
+            c = Country(name=names.make(3), capital=names.make(3),
+                        founder=f"{names.make(2, unique=False)} {names.make(3)}", year=str(rng.randint(1000, 1999)),
+                        river=names.make(3), language=names.make(2, "ish", unique=False))
             countries[c.name] = c
             members.append(c.name)
         for i, name in enumerate(members):  # a ring inside the split: everyone has a neighbour

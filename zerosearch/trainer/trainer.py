@@ -26,7 +26,7 @@ from zerosearch.algos import make_kl_controller
 from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.config.validate import check_world_size
 from zerosearch.data.prompts import encode_prompt
-from zerosearch.data.qa import QARow, load_qa_files
+from zerosearch.data.qa import QARow, load_qa
 from zerosearch.reward import compute_score
 from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
@@ -71,8 +71,8 @@ class Trainer:
                                                        padding_side="left", trust_remote_code=cfg.model.trust_remote_code)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         train_files, val_files = _data_files(cfg)
-        self.train_rows = load_qa_files(train_files, skip_invalid=cfg.data.skip_invalid_rows)
-        self.val_rows = load_qa_files(val_files, skip_invalid=cfg.data.skip_invalid_rows) if val_files else []
+        self.train_rows = [r for f in train_files for r in load_qa(f, skip_invalid=cfg.data.skip_invalid_rows)]
+        self.val_rows = [r for f in val_files for r in load_qa(f, skip_invalid=cfg.data.skip_invalid_rows)]
         if cfg.data.val_max_rows_per_source:
             self.val_rows = _subsample_per_source(self.val_rows, cfg.data.val_max_rows_per_source, cfg.trainer.seed)
         self.train_items = self._encode(self.train_rows, "training")

@@ -1,0 +1,148 @@
+"""Fine-tuning a simulation LLM the ZeroSearch way.
+
+1. Collect (query, documents) pairs from a real search engine: for each QA row, the query an agent would
+   issue (the question itself, a field of the row, or the <search> queries of recorded agent trajectories)
+   is sent to the engine (e.g. BM25 over a corpus).
+2. Label each set useful or noisy: useful when its documents contain a gold answer of the row (ZeroSearch
+   asked an LLM to judge; answer containment is the judge here, stated in the report). Noisy examples are
+   documents retrieved for the row's query, or for another row's query, that hold no gold answer.
+3. Supervised fine-tuning with the *same* prompt templates the trainer sends at run time (configs/prompts,
+   simulate_sft family) as input and the documents ("Doc 1: ...") as target; the loss is on the target.
+4. Measure the result on held-out rows: the share of its useful outputs that contain the answer and the
+   share of its noisy outputs that do (the second should be low).
+
+Works on any corpus + QA set and any causal LM; `scripts/train_simulator.py` is the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zerosearch.search.sim_parsing import parse_documents
+from zerosearch.search.sim_prompts import PromptSet
+from zerosearch.search.types import Document, SearchEngine, SearchRequest
+from zerosearch.utils.text import contains_answer
+from zerosearch.workers.sft import SFTExample
+
+
+@dataclass
+class SimRow:
+    """One training pair for the simulator: the prompt's inputs and the documents to write."""
+
+    query: str
+    question: str
+    answers: list[str]
+    documents: list[Document]
+    noisy: bool
+
+
+def _words(text: str, n: int) -> str:
+    w = text.split()
+    return " ".join(w[:n])
+
+
+def target_text(docs: Sequence[Document], words: int) -> str:
+    """The simulator's target: `Doc 1: (Title: t) text` lines, each text cut to `words` words."""
+    return "\n".join(f"Doc {i + 1}: (Title: {d.title}) {_words(d.text, words)}" for i, d in enumerate(docs))
+
+
+def collect_rows(rows: Sequence[tuple[str, str, Sequence[str]]], engine: SearchEngine, topk: int,
+                 noisy_share: float = 0.5, seed: int = 0, batch: int = 256) -> list[SimRow]:
+    """Query the engine and label the results.
+
+    Args:
+        rows: (query, question, gold answers) triples.
+        engine: a real search engine.
+        topk: documents per example.
+        noisy_share: target share of noisy examples (the rest useful), as far as the data allows.
+    Returns:
+        labelled examples; each row yields a useful example when its results contain an answer, and with
+        probability noisy_share a noisy one (its own answer-free results, or another row's).
+    """
+    rng = random.Random(seed)
+    results: list[list[Document]] = []
+    for s in range(0, len(rows), batch):
+        chunk = rows[s:s + batch]
+        res = engine.search([SearchRequest(query=q, row_id=f"sim-{s + i}") for i, (q, _, _) in enumerate(chunk)])
+        results.extend(r.documents for r in res)
+    out: list[SimRow] = []
+    for i, ((query, question, answers), docs) in enumerate(zip(rows, results)):
+        docs = docs[:topk]
+        if any(contains_answer(d.text, answers) for d in docs):
+            out.append(SimRow(query, question, list(answers), docs, noisy=False))
+        if rng.random() < noisy_share:
+            # answer-free documents: this query's own results if they lack the answer, else another row's
+            noisy_docs = [d for d in docs if not contains_answer(d.text, answers)]
+            for _ in range(10):
+                if len(noisy_docs) >= topk:
+                    break
+                other = results[rng.randrange(len(results))]
+                noisy_docs += [d for d in other if not contains_answer(d.text, answers) and d not in noisy_docs]
+            if noisy_docs:
+                out.append(SimRow(query, question, list(answers), noisy_docs[:topk], noisy=True))
+    rng.shuffle(out)
+    return out
+
+
+def render_chat(tokenizer: Any, user: str) -> list[int]:
+    """The prompt ids exactly as the simulator sees them at run time (chat template + generation prompt)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(user, add_special_tokens=False)
+
+
+def sft_examples(sim_rows: Sequence[SimRow], tokenizer: Any, prompts: PromptSet, topk: int, words: int,
+                 max_length: int | None = None) -> list[SFTExample]:
+    """Prompt ids (loss 0) + target documents and end-of-turn (loss 1)."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for r in sim_rows:
+        prompt = prompts.render(noisy=r.noisy, query=r.query, question=r.question, answers=r.answers, topk=topk,
+                                words=words)
+        p_ids = render_chat(tokenizer, prompt)
+        t_ids = tokenizer.encode(target_text(r.documents, words), add_special_tokens=False) + [eos]
+        ids = p_ids + t_ids
+        if max_length and len(ids) > max_length:
+            continue
+        out.append(SFTExample(ids, [0] * len(p_ids) + [1] * len(t_ids)))
+    return out
+
+
+def evaluate_simulator(generate: Callable[[list[str]], list[str]], sim_rows: Sequence[SimRow], prompts: PromptSet,
+                       topk: int, words: int) -> dict[str, float]:
+    """Ask the simulator for useful and for noisy documents on held-out rows; report how often each
+    contains a gold answer (useful should, noisy should not) and how often its output parsed."""
+    useful_prompts = [prompts.render(noisy=False, query=r.query, question=r.question, answers=r.answers, topk=topk,
+                                     words=words) for r in sim_rows]
+    noisy_prompts = [prompts.render(noisy=True, query=r.query, question=r.question, answers=r.answers, topk=topk,
+                                    words=words) for r in sim_rows]
+    useful_out, noisy_out = generate(useful_prompts), generate(noisy_prompts)
+
+    def share(texts: list[str]) -> tuple[float, float]:
+        hit = parsed = 0
+        for r, t in zip(sim_rows, texts):
+            docs = parse_documents(t, topk)
+            parsed += bool(docs)
+            hit += any(contains_answer(d.text, r.answers) for d in docs)
+        n = max(len(texts), 1)
+        return hit / n, parsed / n
+
+    u_hit, u_parsed = share(useful_out)
+    n_hit, n_parsed = share(noisy_out)
+    return {"useful_has_answer": u_hit, "noisy_has_answer": n_hit, "useful_parsed": u_parsed,
+            "noisy_parsed": n_parsed, "n": float(len(sim_rows))}
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(report, indent=1, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+
+
+def now() -> float:
+    return time.perf_counter()
