@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,74 @@ def test_engine_from_config(corpus: Path, tmp_path: Path):
         assert "bm25" in repr(eng)
     with pytest.raises(ValueError, match="corpus_path"):
         RetrievalEngine.from_config(RetrievalConfig(), topk=3)
+
+
+def _stand_in_dense_modules(monkeypatch):
+    """numpy stand-ins for sentence_transformers and faiss (the `dense` extra is not installed on the CPU
+    test machines): a hashed bag-of-words encoder and an exact inner-product index with the same calls."""
+    import types
+    import zlib
+
+    import numpy as np
+
+    class SentenceTransformer:
+        def __init__(self, name, device="cpu"):
+            self.name, self.max_seq_length, self.seen = name, 512, []
+
+        def encode(self, texts, batch_size=32, normalize_embeddings=False, convert_to_numpy=True,
+                   show_progress_bar=False):
+            self.seen.extend(texts)
+            out = np.zeros((len(texts), 64), dtype=np.float32)
+            for i, t in enumerate(texts):
+                for w in t.lower().replace(":", " ").split():
+                    out[i, zlib.crc32(w.strip(".,'\"").encode()) % 64] += 1.0
+            if normalize_embeddings:
+                out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+            return out
+
+    class IndexFlatIP:
+        def __init__(self, dim):
+            self.vectors = np.zeros((0, dim), dtype=np.float32)
+
+        def add(self, x):
+            self.vectors = np.concatenate([self.vectors, x])
+
+        def search(self, q, k):
+            scores = q @ self.vectors.T
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(scores, order, axis=1), order
+
+    def write_index(index, path):
+        np.save(path + ".npy", index.vectors)
+        Path(path).write_text("stand-in")
+
+    def read_index(path):
+        vectors = np.load(path + ".npy")
+        index = IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        return index
+
+    st = types.ModuleType("sentence_transformers")
+    st.SentenceTransformer = SentenceTransformer
+    faiss = types.ModuleType("faiss")
+    faiss.IndexFlatIP, faiss.write_index, faiss.read_index = IndexFlatIP, write_index, read_index
+    monkeypatch.setitem(sys.modules, "sentence_transformers", st)
+    monkeypatch.setitem(sys.modules, "faiss", faiss)
+
+
+def test_dense_index_build_reload_search(corpus: Path, tmp_path: Path, monkeypatch, caplog):
+    _stand_in_dense_modules(monkeypatch)
+    caplog.set_level(logging.INFO, logger="zerosearch.search.index")
+    out = tmp_path / "dense"
+    with open_index(corpus, "dense", index_dir=out, dense_model="intfloat/e5-small-v2") as idx:
+        assert idx.method == "dense" and idx.manifest["settings"]["query_prefix"] == "query: "
+        assert all(t.startswith("passage: ") for t in idx.encoder.seen[:len(ROWS)])  # e5 prefixes
+        hits = idx.search(["Tokyo capital of Japan", "Nile river Africa"], 2)
+        assert [h[0][0] for h in hits] == [5, 2] and len(hits[0]) == 2
+    assert sum("building dense index" in r.getMessage() for r in caplog.records) == 1
+    with RetrievalEngine(str(corpus), method="dense", index_dir=str(out), dense_model="intfloat/e5-small-v2") as eng:
+        assert eng.name == "dense"
+        assert eng.search([SearchRequest("Everest highest mountain")])[0].documents[0].title == "Mount Everest"
+    assert sum("building dense index" in r.getMessage() for r in caplog.records) == 1  # reloaded
+    open_index(corpus, "dense", index_dir=out, dense_model="other-model").close()  # another model: rebuilt
+    assert sum("building dense index" in r.getMessage() for r in caplog.records) == 2

@@ -198,6 +198,12 @@ class LocalIndex:
     def close(self) -> None:
         self.store.close()
 
+    def __enter__(self) -> "LocalIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- building, shared by the kinds
     @classmethod
     def settings(cls, **kwargs: Any) -> dict[str, Any]:
