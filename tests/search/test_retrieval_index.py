@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zerosearch.search.index import BM25Index, default_index_dir, index_status, open_index, parse_contents
-from zerosearch.search.retrieval import RetrievalEngine
+from zerosearch.search.retrieval import RemoteRetrievalEngine, RetrievalEngine, retrieval_engine_from_config
 from zerosearch.search.types import Document, SearchRequest
 from zerosearch.utils.optional import MissingDependencyError, is_available
 
@@ -170,6 +170,12 @@ def test_engine_from_config(corpus: Path, tmp_path: Path):
         assert "bm25" in repr(eng)
     with pytest.raises(ValueError, match="corpus_path"):
         RetrievalEngine.from_config(RetrievalConfig(), topk=3)
+    with retrieval_engine_from_config(cfg, topk=2) as eng:
+        assert isinstance(eng, RetrievalEngine)
+    with retrieval_engine_from_config(RetrievalConfig(url="http://127.0.0.1:9/retrieve", max_retries=1), 4) as eng:
+        assert isinstance(eng, RemoteRetrievalEngine) and eng.topk == 4 and eng.policy.max_retries == 1
+    with pytest.raises(ValueError, match="url .* or corpus_path"):
+        retrieval_engine_from_config(RetrievalConfig(), topk=3)
 
 
 def _stand_in_dense_modules(monkeypatch):
@@ -241,3 +247,15 @@ def test_dense_index_build_reload_search(corpus: Path, tmp_path: Path, monkeypat
     assert sum("building dense index" in r.getMessage() for r in caplog.records) == 1  # reloaded
     open_index(corpus, "dense", index_dir=out, dense_model="other-model").close()  # another model: rebuilt
     assert sum("building dense index" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_unwritable_corpus_folder_indexes_into_the_cache(tmp_path: Path, monkeypatch):
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    real_access = os.access
+    # as if the corpus folder were read-only (chmod does not stop root, who runs some of these machines)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with open_index(corpus) as idx:
+        assert idx.index_dir.parent == tmp_path / "cache" / "zerosearch" / "index"
+        assert idx.index_dir.name.startswith("c.jsonl-") and idx.index_dir.name.endswith(".bm25")
+    assert not Path(str(corpus) + ".bm25").exists()

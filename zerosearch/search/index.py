@@ -14,6 +14,7 @@ of every corpus line and reads a hit's line with `os.pread`, so a corpus of mill
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -123,8 +124,14 @@ def file_fingerprint(path: str | os.PathLike, with_hash: bool = True) -> dict[st
 
 
 def default_index_dir(corpus_path: str | os.PathLike, method: str) -> Path:
-    """`<corpus>.bm25/` or `<corpus>.dense/`, beside the corpus."""
-    return Path(str(corpus_path) + f".{method}")
+    """`<corpus>.bm25/` or `<corpus>.dense/` beside the corpus; when that folder is not writable and holds
+    no index yet, `$XDG_CACHE_HOME/zerosearch/index/<name>-<hash of the corpus path>.<method>/`."""
+    beside = Path(str(corpus_path) + f".{method}")
+    if beside.exists() or os.access(beside.parent, os.W_OK):
+        return beside
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zerosearch" / "index"
+    tag = hashlib.sha256(str(Path(corpus_path).resolve()).encode()).hexdigest()[:12]
+    return cache / f"{Path(corpus_path).name}-{tag}.{method}"
 
 
 def index_status(corpus_path: str | os.PathLike, index_dir: str | os.PathLike,
@@ -211,7 +218,8 @@ class LocalIndex:
         raise NotImplementedError
 
     @classmethod
-    def _build_into(cls, out: Path, texts: list[str], settings: dict[str, Any]) -> None:
+    def _build_into(cls, out: Path, texts: Iterator[str], n: int, settings: dict[str, Any]) -> None:
+        """Index the `n` passages `texts` yields (streamed: the corpus is never all in memory)."""
         raise NotImplementedError
 
     @classmethod
@@ -253,12 +261,12 @@ class BM25Index(LocalIndex):
                 "stopwords": "en", "stemmer": None, "bm25s": bm25s.__version__}
 
     @classmethod
-    def _build_into(cls, out: Path, texts: list[str], settings: dict[str, Any]) -> None:
+    def _build_into(cls, out: Path, texts: Iterator[str], n: int, settings: dict[str, Any]) -> None:
         import bm25s
         from bm25s.tokenization import Tokenizer
 
         tokenizer = Tokenizer(stopwords=settings["stopwords"], stemmer=None)
-        ids = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
+        ids = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False, length=n)
         retriever = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["bm25_variant"])
         retriever.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
         retriever.save(str(out), show_progress=False)
@@ -320,12 +328,11 @@ class DenseIndex(LocalIndex):
         return model
 
     @classmethod
-    def _build_into(cls, out: Path, texts: list[str], settings: dict[str, Any]) -> None:
+    def _build_into(cls, out: Path, texts: Iterator[str], n: int, settings: dict[str, Any]) -> None:
         faiss = require("faiss", "retrieval method=dense")
         encoder = cls._encoder(settings)
         index = None
-        for i in range(0, len(texts), 4096):
-            chunk = [settings["passage_prefix"] + t for t in texts[i:i + 4096]]
+        while chunk := [settings["passage_prefix"] + t for t in itertools.islice(texts, 4096)]:
             emb = encoder.encode(chunk, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False).astype(np.float32)
             if index is None:
@@ -361,22 +368,29 @@ def _build(kind: type[LocalIndex], corpus_path: Path, index_dir: Path, settings:
     """Build into a temporary sibling folder, then swap it in (a half-built index is never visible)."""
     t0 = time.perf_counter()
     fingerprint = file_fingerprint(corpus_path)
-    starts, lengths, texts = [], [], []
-    for start, length, contents in scan_corpus(corpus_path):
-        title, text = parse_contents(contents)
-        starts.append(start)
-        lengths.append(length)
-        texts.append(f"{title}\n{text}" if title else text)
-    if not texts:
+    with open(corpus_path, "rb") as f:
+        n = sum(1 for line in f if line.strip())
+    if not n:
         raise ValueError(f"corpus {corpus_path} has no rows")
+    starts: list[int] = []
+    lengths: list[int] = []
+
+    def texts() -> Iterator[str]:
+        for start, length, contents in scan_corpus(corpus_path):
+            title, text = parse_contents(contents)
+            starts.append(start)
+            lengths.append(length)
+            yield f"{title}\n{text}" if title else text
     tmp = index_dir.with_name(index_dir.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        kind._build_into(tmp, texts, settings)
+        kind._build_into(tmp, texts(), n, settings)
+        if len(starts) != n:
+            raise RuntimeError(f"indexed {len(starts)} of {n} passages of {corpus_path}")
         _write_offsets(tmp, starts, lengths)
         build_s = time.perf_counter() - t0
-        manifest = {"format": INDEX_FORMAT, "settings": settings, "corpus": fingerprint, "num_docs": len(texts),
+        manifest = {"format": INDEX_FORMAT, "settings": settings, "corpus": fingerprint, "num_docs": n,
                     "build_s": round(build_s, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         old = index_dir.with_name(index_dir.name + f".old-{os.getpid()}")

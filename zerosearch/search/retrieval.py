@@ -258,3 +258,14 @@ class RemoteRetrievalEngine(SearchEngine):
 
     def __repr__(self) -> str:
         return f"RemoteRetrievalEngine(url={self.url!r}, topk={self.topk})"
+
+
+def retrieval_engine_from_config(cfg: Any, topk: int, **kwargs: Any) -> SearchEngine:
+    """The engine a `RetrievalConfig` describes: the server at `url` when set, else the local index of
+    `corpus_path`. Fails at start-up (not at the first search) when neither is given."""
+    if cfg.url:
+        return RemoteRetrievalEngine.from_config(cfg, topk, **kwargs)
+    if not cfg.corpus_path:
+        raise ValueError("search.retrieval needs url (a /retrieve server) or corpus_path (a jsonl corpus for a "
+                         "local index)")
+    return RetrievalEngine.from_config(cfg, topk, **kwargs)
