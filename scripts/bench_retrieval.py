@@ -2,6 +2,7 @@
 
     python scripts/bench_retrieval.py                       # wiki-18 traces corpus, NQ/TriviaQA/PopQA/Bamboogle
     python scripts/bench_retrieval.py --index-dir /tmp/idx  # keep (and reuse) the index instead of a temp one
+    python scripts/bench_retrieval.py --server              # also time the HTTP server + client path
 
 recall@k = share of questions for which one of the top-k passages contains a gold answer (normalised
 containment, zerosearch.utils.text.contains_answer), the "has answer" figure of Search-R1 / FlashRAG.
@@ -65,6 +66,40 @@ def single_query_rate(index: LocalIndex, questions: Sequence[str], k: int = 5) -
     return len(questions) / (time.perf_counter() - t0)
 
 
+def server_rate(index: LocalIndex, questions: Sequence[str], batch: int = 64, k: int = 5) -> tuple[float, float]:
+    """(queries/s, p50 seconds a batch) through the real stack: the /retrieve server under uvicorn on a free
+    port of 127.0.0.1 and RemoteRetrievalEngine sending `batch` queries a call (one rollout turn)."""
+    import threading
+
+    import uvicorn
+
+    from zerosearch.search.retrieval import RemoteRetrievalEngine
+    from zerosearch.search.retrieval_server import bind_socket, create_app
+    from zerosearch.search.types import SearchRequest
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(index), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/retrieve"
+        with RemoteRetrievalEngine(url, topk=k, max_batch=batch) as eng:
+            eng.search([SearchRequest(q) for q in questions[:batch]])  # warm the connection
+            eng.pop_metrics()
+            t0 = time.perf_counter()
+            for i in range(0, len(questions), batch):
+                eng.search([SearchRequest(q) for q in questions[i:i + batch]])
+            rate = len(questions) / (time.perf_counter() - t0)
+            p50 = eng.pop_metrics()["search/latency_p50_s"]
+        return rate, p50
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default=str(CORPUS), help="jsonl corpus")
@@ -73,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--index-dir", default=None, help="index folder to build/reuse; default a temp folder, removed after")
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
+    p.add_argument("--server", action="store_true",
+                   help="also time the HTTP path: the /retrieve server and its client, NQ in batches of 64")
     args = p.parse_args(argv)
 
     tmp = None if args.index_dir else tempfile.mkdtemp(prefix="zs_bench_bm25_")
@@ -94,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             single = single_query_rate(index, [r["question"] for r in rows[:200]])
             print(f"{name:<10} {len(rows):>5} {recall[1]:>9.3f} {recall[3]:>9.3f} {recall[5]:>9.3f} "
                   f"{len(rows) / search_s:>10.0f} {single:>11.0f}")
+        if args.server:
+            rows = load_qa(Path(args.qa_dir) / DATASETS["nq"])
+            rate, p50 = server_rate(index, [r["question"] for r in rows])
+            print(f"server: {rate:.0f} queries/s through /retrieve + RemoteRetrievalEngine "
+                  f"(batches of 64 NQ questions, top-5; p50 {p50 * 1000:.0f} ms a batch)")
         index.close()
     finally:
         if tmp:

@@ -37,6 +37,8 @@ def test_nq_top3_answer_recall_is_in_band(tmp_path_factory, shared_data):
 def test_bench_script_prints_the_table(tmp_path_factory, shared_data, capsys):
     bench = load_bench()
     bench.main(["--corpus", str(wiki_corpus(shared_data)), "--qa-dir", str(shared_data / "qa"),
-                "--datasets", "bamboogle", "--index-dir", str(wiki_index_dir(tmp_path_factory, shared_data))])
+                "--datasets", "bamboogle", "--index-dir", str(wiki_index_dir(tmp_path_factory, shared_data)),
+                "--server"])
     out = capsys.readouterr().out
     assert "9560 passages" in out and "recall@3" in out and "\nbamboogle    125" in out
+    assert "queries/s through /retrieve" in out
