@@ -128,6 +128,8 @@ def test_bad_corpus_and_method(tmp_path: Path):
         open_index(bad, index_dir=tmp_path / "i")
     with pytest.raises(ValueError, match="unknown retrieval method 'splade'"):
         open_index(bad, "splade")
+    with pytest.raises(TypeError, match="bm25 takes k1, b"):
+        open_index(bad, "bm25", k_1=1.0)
 
 
 @pytest.mark.skipif(is_available("faiss") and is_available("sentence_transformers"), reason="dense extra installed")

@@ -251,10 +251,9 @@ class BM25Index(LocalIndex):
                  tokenizer: Any):
         super().__init__(store, index_dir, manifest)
         self.retriever, self.tokenizer = retriever, tokenizer
-        self._empty_id = tokenizer.word_to_id.get("")
 
     @classmethod
-    def settings(cls, k1: float = 0.9, b: float = 0.4, **_: Any) -> dict[str, Any]:
+    def settings(cls, k1: float = 0.9, b: float = 0.4) -> dict[str, Any]:  # type: ignore[override]
         import bm25s
 
         return {"method": "bm25", "k1": float(k1), "b": float(b), "bm25_variant": "lucene",
@@ -289,14 +288,16 @@ class BM25Index(LocalIndex):
         k = max(0, min(int(k), len(self.store)))
         if k == 0:
             return [[] for _ in queries]
-        # update_vocab=False never mutates the tokenizer, so concurrent searches are safe
+        # update_vocab=False never mutates the tokenizer, so concurrent searches are safe. Words not in the
+        # corpus are dropped; a query left with no word (or only the empty token) matches nothing.
+        empty = self.tokenizer.word_to_id.get("")
         ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
-        # a query of unknown words / stopwords only: bm25s wants a non-empty list; the empty token scores 0
-        ids = [q if q else [self._empty_id] for q in ids]
-        docs, scores = self.retriever.retrieve(ids, k=k, show_progress=False, n_threads=0)
-        out = []
-        for drow, srow in zip(docs.tolist(), scores.tolist()):
-            out.append([(int(d), float(s)) for d, s in zip(drow, srow) if s > 0.0])
+        live = [i for i, q in enumerate(ids) if any(t != empty for t in q)]
+        out: list[list[Hit]] = [[] for _ in queries]
+        if live:
+            docs, scores = self.retriever.retrieve([ids[i] for i in live], k=k, show_progress=False, n_threads=0)
+            for i, drow, srow in zip(live, docs.tolist(), scores.tolist()):
+                out[i] = [(int(d), float(s)) for d, s in zip(drow, srow) if s > 0.0]
         return out
 
 
@@ -315,7 +316,7 @@ class DenseIndex(LocalIndex):
         self.query_prefix = manifest["settings"]["query_prefix"]
 
     @classmethod
-    def settings(cls, dense_model: str = "intfloat/e5-base-v2", **_: Any) -> dict[str, Any]:
+    def settings(cls, dense_model: str = "intfloat/e5-base-v2") -> dict[str, Any]:  # type: ignore[override]
         e5 = "e5" in dense_model.lower()
         return {"method": "dense", "model": dense_model, "query_prefix": "query: " if e5 else "",
                 "passage_prefix": "passage: " if e5 else "", "normalize": True, "max_length": 256}
@@ -424,7 +425,10 @@ def open_index(corpus_path: str | os.PathLike, method: str = "bm25", index_dir: 
     if method == "dense":  # fail at once, before reading the corpus, when the extra is missing
         require("sentence_transformers", "retrieval method=dense")
         require("faiss", "retrieval method=dense")
-    settings = kind.settings(**settings_kwargs)
+    try:
+        settings = kind.settings(**settings_kwargs)
+    except TypeError as e:
+        raise TypeError(f"retrieval method {method!r}: {e} (bm25 takes k1, b; dense takes dense_model)") from None
     out = Path(index_dir) if index_dir is not None else default_index_dir(corpus, method)
     fresh, why = index_status(corpus, out, settings)
     if rebuild or not fresh:
