@@ -68,10 +68,6 @@ class RetrievalEngine(SearchEngine):
         settings = {"dense_model": cfg.dense_model} if cfg.method == "dense" else {}
         return cls(cfg.corpus_path, method=cfg.method, index_dir=cfg.index_dir, topk=topk, **settings, **kwargs)
 
-    def retrieve(self, queries: Sequence[str], topk: int) -> list[list[tuple[dict[str, Any], float]]]:
-        """Corpus rows `{"id", "contents"}` with scores, best first, per query (what the server returns)."""
-        return [[(self.index.store.row(i), s) for i, s in hits] for hits in self.index.search(queries, topk)]
-
     def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
         if not requests:
             return []
