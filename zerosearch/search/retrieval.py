@@ -1,0 +1,267 @@
+"""Real retrieval engines: a local index in this process, or any Search-R1 compatible `/retrieve` server.
+
+    RetrievalEngine(corpus_path, method="bm25")          the index of zerosearch.search.index
+    RemoteRetrievalEngine("http://127.0.0.1:8000/retrieve")   POST {"queries", "topk", "return_scores"}
+
+Both answer a whole batch of requests in one go (one bm25s call, or one POST per chunk of queries), never
+raise from `search()` (a failure gives the fallback document and `error` set) and count what happened
+(zerosearch.search.engine_metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from zerosearch.search.engine_metrics import SearchMetrics
+from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, post_json
+from zerosearch.search.index import LocalIndex, open_index, parse_contents
+from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FALLBACK_TEXT = "No information available."
+
+
+def _fallback(engine: str, text: str, kind: str, latency_s: float, retries: int = 0) -> SearchResult:
+    return SearchResult(documents=[Document(title="", text=text)], engine=engine, latency_s=latency_s,
+                        error=kind, retries=retries, fallback=True)
+
+
+class RetrievalEngine(SearchEngine):
+    """Top-k documents from a local BM25 or dense index (built on first use, then loaded from disk).
+
+    Args:
+        corpus_path: jsonl corpus `{"id", "contents"}`.
+        method: "bm25" or "dense" (the `dense` extra).
+        index_dir: where the index is kept; None = `<corpus>.<method>/`.
+        topk: documents per request.
+        rebuild: rebuild the index even when fresh.
+        fallback_text: the document returned if the index fails on a batch.
+        index: an already opened index (shared with a server, or by tests); the other index args are ignored.
+        settings: index settings (bm25: k1, b; dense: dense_model).
+    """
+
+    def __init__(self, corpus_path: str | None = None, *, method: str = "bm25", index_dir: str | None = None,
+                 topk: int = 5, rebuild: bool = False, fallback_text: str = DEFAULT_FALLBACK_TEXT,
+                 index: LocalIndex | None = None, **settings: Any):
+        if index is None:
+            if corpus_path is None:
+                raise ValueError("RetrievalEngine needs corpus_path (search.retrieval.corpus_path) or an index")
+            index = open_index(corpus_path, method, index_dir=index_dir, rebuild=rebuild, **settings)
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        self.index = index
+        self.name = index.method
+        self.topk = topk
+        self.fallback_text = fallback_text
+        self.metrics = SearchMetrics()
+
+    @classmethod
+    def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "RetrievalEngine":
+        """From a `RetrievalConfig` (search.retrieval) and `search.topk`."""
+        settings = {"dense_model": cfg.dense_model} if cfg.method == "dense" else {}
+        return cls(cfg.corpus_path, method=cfg.method, index_dir=cfg.index_dir, topk=topk, **settings, **kwargs)
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        try:
+            hits = self.index.search([r.query for r in requests], self.topk)
+            docs = [[self.index.store.document(i) for i, _ in h] for h in hits]
+        except Exception as e:  # noqa: BLE001 - search() never raises; the failure is counted
+            log.warning("%s retrieval failed for a batch of %d: %s: %s", self.name, len(requests), type(e).__name__, e)
+            latency = time.perf_counter() - t0
+            results = [_fallback(self.name, self.fallback_text, "internal", latency) for _ in requests]
+        else:
+            latency = time.perf_counter() - t0
+            results = [SearchResult(documents=d, engine=self.name, latency_s=latency) for d in docs]
+        self.metrics.record(requests, results)
+        return results
+
+    def pop_metrics(self) -> dict[str, float]:
+        return self.metrics.pop()
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __repr__(self) -> str:
+        return f"RetrievalEngine(method={self.name!r}, docs={len(self.index)}, index_dir='{self.index.index_dir}')"
+
+
+# ------------------------------------------------------------------------------------------ remote
+
+
+def parse_retrieve_urls(spec: str, default_port: int = 8000) -> tuple[list[str], str]:
+    """'http://h:8000/retrieve' (or a comma list, or bare 'h[:port]') -> (base URLs, path).
+
+    >>> parse_retrieve_urls("http://127.0.0.1:8000/retrieve, 10.0.0.2:8001")
+    (['http://127.0.0.1:8000', 'http://10.0.0.2:8001'], '/retrieve')
+    """
+    bases, paths = [], set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        parts = urlsplit(part if "://" in part else "http://" + part)
+        if not parts.hostname:
+            raise ValueError(f"retrieval server {part!r}: no host")
+        if parts.path not in ("", "/"):
+            paths.add(parts.path.rstrip("/"))
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise ValueError(f"retrieval server {part!r}: {e}") from e
+        netloc = parts.netloc if port is not None else f"{parts.netloc}:{default_port}"
+        bases.append(f"{parts.scheme}://{netloc}")
+    if not bases:
+        raise ValueError(f"no retrieval server in {spec!r}: give e.g. http://127.0.0.1:8000/retrieve")
+    if len(paths) > 1:
+        raise ValueError(f"retrieval servers {spec!r} name different paths {sorted(paths)}; use one path for all")
+    return bases, paths.pop() if paths else "/retrieve"
+
+
+def parse_retrieve_response(data: Any, n_queries: int, topk: int) -> list[list[Document]]:
+    """Documents per query from a /retrieve response; ValueError when it is not one (counted bad_response).
+
+    Accepts Search-R1's two shapes, `[{"document": {...}, "score": s}, ...]` and `[{...}, ...]`, and a
+    document either as `{"contents": '"Title"\\ntext'}` or as `{"title", "text"}`.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+        raise ValueError("response is not an object with a 'result' list")
+    result = data["result"]
+    if len(result) != n_queries:
+        raise ValueError(f"'result' has {len(result)} entries for {n_queries} queries")
+    out = []
+    for hits in result:
+        if not isinstance(hits, list):
+            raise ValueError("a query's result is not a list")
+        docs = []
+        for item in hits[:topk]:
+            doc = item.get("document", item) if isinstance(item, dict) else None
+            if not isinstance(doc, dict):
+                raise ValueError("a hit is not an object")
+            if isinstance(doc.get("contents"), str):
+                title, text = parse_contents(doc["contents"])
+            elif isinstance(doc.get("text"), str):
+                title, text = str(doc.get("title") or ""), doc["text"]
+            else:
+                raise ValueError("a document has neither 'contents' nor 'text'")
+            docs.append(Document(title=title, text=text))
+        out.append(docs)
+    return out
+
+
+class RemoteRetrievalEngine(SearchEngine):
+    """Client of a Search-R1 compatible retrieval server (ours: `python -m zerosearch.search.retrieval_server`).
+
+    One pooled async HTTP client; the batch is sent as POSTs of at most `max_batch` queries, up to
+    `max_concurrency` at once, spread over the servers; failures are retried (`max_retries`, exponential
+    backoff with jitter); a chunk that still fails gets the fallback document. `search()` returns within
+    about `RetryPolicy.worst_case_s()` per wave of chunks and never raises.
+
+    Args:
+        url: `http://host:port/retrieve`, or a comma list of servers sharing the path.
+        topk: documents per request.
+    """
+
+    name = "retrieval"
+
+    def __init__(self, url: str, *, topk: int = 5, timeout_s: float = 30.0, max_retries: int = 3,
+                 backoff_s: float = 0.5, backoff_max_s: float = 8.0, max_batch: int = 256,
+                 max_concurrency: int = 8, fallback_text: str = DEFAULT_FALLBACK_TEXT, seed: int = 0,
+                 server_failure_limit: int = 3, server_cooldown_s: float = 30.0):
+        if topk < 1 or max_batch < 1 or max_concurrency < 1:
+            raise ValueError(f"topk, max_batch and max_concurrency must be >= 1 (got {topk}, {max_batch}, {max_concurrency})")
+        bases, self.path = parse_retrieve_urls(url)
+        self.url = url
+        self.topk, self.max_batch, self.max_concurrency = topk, max_batch, max_concurrency
+        self.policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
+                                  timeout_s=timeout_s)
+        self.pool = ServerPool(bases, failure_limit=server_failure_limit, cooldown_s=server_cooldown_s)
+        self.fallback_text = fallback_text
+        self._rng = random.Random(seed)
+        self.metrics = SearchMetrics()
+        self._runner = AsyncRunner(max_connections=max_concurrency, name="zerosearch-retrieval")
+
+    @classmethod
+    def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "RemoteRetrievalEngine":
+        """From a `RetrievalConfig` whose `url` is set, and `search.topk`."""
+        return cls(cfg.url, topk=topk, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, **kwargs)
+
+    async def _chunk(self, queries: list[str]) -> tuple[list[list[Document]], int]:
+        payload = {"queries": queries, "topk": self.topk, "return_scores": True}
+        return await post_json(self._runner.client, self.pool, self.path, payload, self.policy, self._rng,
+                               validate=lambda data: parse_retrieve_response(data, len(queries), self.topk))
+
+    async def _all(self, chunks: list[list[str]], deadline_s: float) -> list[Any]:
+        sem = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(chunk: list[str]) -> Any:
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    docs, retries = await self._chunk(chunk)
+                    return docs, retries, time.perf_counter() - t0
+                except RequestFailed as e:
+                    return e, e.retries, time.perf_counter() - t0
+                except Exception as e:  # noqa: BLE001 - a bug here must not take the other chunks down
+                    return RequestFailed("internal", f"{type(e).__name__}: {e}"), 0, time.perf_counter() - t0
+
+        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+        done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        for t in pending:
+            t.cancel()
+        return [t.result() if t in done else (RequestFailed("timeout", "search deadline"), 0, deadline_s)
+                for t in tasks]
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        queries = [r.query for r in requests]
+        chunks = [queries[i:i + self.max_batch] for i in range(0, len(queries), self.max_batch)]
+        waves = math.ceil(len(chunks) / self.max_concurrency)
+        deadline = waves * self.policy.worst_case_s() + 1.0
+        try:
+            outcomes = self._runner.run(lambda: self._all(chunks, deadline), timeout=deadline + 5.0)
+        except Exception as e:  # noqa: BLE001 - the loop itself failed or overran: nothing is lost but time
+            kind = "timeout" if isinstance(e, TimeoutError) else "internal"
+            log.warning("retrieval batch failed (%s): %s: %s", kind, type(e).__name__, e)
+            outcomes = [(RequestFailed(kind), 0, time.perf_counter() - t0)] * len(chunks)
+        results: list[SearchResult] = []
+        for chunk, (value, retries, latency) in zip(chunks, outcomes):
+            if isinstance(value, RequestFailed):
+                log.warning("retrieval server %s failed for %d queries after %d retries: %s",
+                            self.url, len(chunk), retries, value)
+                results += [_fallback(self.name, self.fallback_text, value.kind, latency, retries) for _ in chunk]
+            else:
+                results += [SearchResult(documents=d, engine=self.name, latency_s=latency, retries=retries)
+                            for d in value]
+        self.metrics.record(requests, results)
+        return results
+
+    def pop_metrics(self) -> dict[str, float]:
+        return self.metrics.pop()
+
+    def close(self) -> None:
+        self._runner.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteRetrievalEngine(url={self.url!r}, topk={self.topk})"
+
+
+def retrieval_engine_from_config(cfg: Any, topk: int, **kwargs: Any) -> SearchEngine:
+    """The engine a `RetrievalConfig` describes: the server at `url` when set, else the local index of
+    `corpus_path`. Fails at start-up (not at the first search) when neither is given."""
+    if cfg.url:
+        return RemoteRetrievalEngine.from_config(cfg, topk, **kwargs)
+    if not cfg.corpus_path:
+        raise ValueError("search.retrieval needs url (a /retrieve server) or corpus_path (a jsonl corpus for a "
+                         "local index)")
+    return RetrievalEngine.from_config(cfg, topk, **kwargs)
