@@ -108,7 +108,7 @@ class SFTRunner:
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
-            rec = {"step": step + 1, "loss": float(loss), "tokens": n, "grad_norm": float(gn),
+            rec = {"step": step + 1, "loss": float(loss.detach()), "tokens": n, "grad_norm": float(gn),
                    "lr": self.scheduler.get_last_lr()[0]}
             history.append(rec)
             if log_every and ((step + 1) % log_every == 0 or step + 1 == self.total_steps):
