@@ -37,7 +37,7 @@ def _hydra_main(dcfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    from zerosearch.trainer.run import run_training
+    from zerosearch.trainer.trainer import run_training
 
     run_training(cfg)
 

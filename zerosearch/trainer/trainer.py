@@ -32,7 +32,7 @@ from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.rollout.types import PromptItem, SamplingParams
 from zerosearch.search.curriculum import noise_probability
-from zerosearch.search.factory import build_search_engine
+from zerosearch.search.factory import build_search_engine, curriculum_horizon
 from zerosearch.trainer import validation
 from zerosearch.trainer.checkpoint import CheckpointManager
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
@@ -189,13 +189,14 @@ class Trainer:
         m: dict[str, float] = {}
         t0 = time.perf_counter()
         items = self.loader.next_batch()
-        noise = noise_probability(step - 1, max(cfg.trainer.total_steps - 1, 1), cfg.curriculum.start_threshold,
+        # the curriculum runs on 0-based steps: the first step at START_THRESHOLD, the last at END_THRESHOLD
+        noise = noise_probability(step - 1, curriculum_horizon(cfg.trainer.total_steps), cfg.curriculum.start_threshold,
                                   cfg.curriculum.end_threshold, cfg.curriculum.base)
         r = cfg.rollout
         params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 seed=cfg.trainer.seed * 1_000_003 + step)
         with timed(m, "rollout"):
-            trajs = self.train_loop.run(items, r.n, params, step=step)
+            trajs = self.train_loop.run(items, r.n, params, step=step - 1)
         m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
         with timed(m, "reward"):
             scored = [compute_score(t.response_text, list(t.item.golden_answers), score=cfg.reward.score,
