@@ -10,7 +10,9 @@ with a hard deadline, so a stalled server can never hang training.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,8 +37,8 @@ class RequestFailed(Exception):
 def parse_servers(spec: str, default_port: int = 6001, scheme: str = "http") -> list[str]:
     """'a', 'a:7000', 'http://a:7000' or a comma list of them -> base URLs without a trailing slash.
 
-    >>> parse_servers("localhost, 10.0.0.2:7000")
-    ['http://localhost:6001', 'http://10.0.0.2:7000']
+    >>> parse_servers("localhost, 10.0.0.2:7000, [::1]:7001")
+    ['http://localhost:6001', 'http://10.0.0.2:7000', 'http://[::1]:7001']
     """
     out = []
     for part in (p.strip() for p in spec.split(",")):
@@ -49,9 +51,18 @@ def parse_servers(spec: str, default_port: int = 6001, scheme: str = "http") -> 
                 raise ValueError(f"server {part!r}: a URL must name its port (e.g. http://host:{default_port})")
             out.append(url)
             continue
-        host, _, port = part.rpartition(":") if part.count(":") == 1 else (part, "", "")
-        if not host:
-            host, port = part, ""
+        if part.startswith("["):  # IPv6 literal: [::1] or [::1]:7000
+            host, _, rest = part.partition("]")
+            host += "]"
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"server {part!r}: expected [ipv6]:port")
+            port = rest[1:]
+        elif part.count(":") > 1:  # a bare IPv6 literal has no port
+            host, port = f"[{part}]", ""
+        else:
+            host, _, port = part.partition(":")
+        if not host or host == "[]":
+            raise ValueError(f"server {part!r}: no host")
         if port and not port.isdigit():
             raise ValueError(f"server {part!r}: port {port!r} is not a number")
         out.append(f"{scheme}://{host}:{port or default_port}")
@@ -132,6 +143,15 @@ def classify_status(status: int) -> str | None:
     return "http_5xx" if status >= 500 else "http_4xx"
 
 
+async def _with_deadline(aw: Awaitable[T], seconds: float) -> T:
+    """Await `aw` for at most `seconds` of wall time (asyncio.TimeoutError after). httpx's own timeout is
+    per phase (connect, write, and each read), so a server that trickles bytes would never trip it."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await aw
+    return await asyncio.wait_for(aw, seconds)  # pragma: no cover - Python 3.10
+
+
 async def post_json(
     client: httpx.AsyncClient,
     pool: ServerPool,
@@ -144,14 +164,20 @@ async def post_json(
 ) -> tuple[Any, int]:
     """POST `payload` as JSON to `<server><path>`, retrying retryable failures. Returns (value, retries),
     where value is `validate(json)` (or the json). `validate` raising ValueError counts as bad_response.
-    Raises RequestFailed after the last try; never retries 4xx other than 429."""
+    Raises RequestFailed after the last try; never retries 4xx other than 429.
+
+    Each try is bounded by `policy.timeout_s` of wall time in total (not only per read), so one request
+    never takes longer than `policy.worst_case_s()`."""
     kind, detail = "connect", ""
     for attempt in range(policy.max_retries + 1):
         if attempt:
             await asyncio.sleep(policy.delay(attempt - 1, rng))
         server = pool.pick()
+        blame_server = True
         try:
-            resp = await client.post(server + path, json=payload, headers=headers, timeout=policy.timeout_s)
+            resp = await _with_deadline(
+                client.post(server + path, json=payload, headers=headers, timeout=policy.timeout_s),
+                policy.timeout_s)
             kind = classify_status(resp.status_code)
             if kind is None:
                 try:
@@ -164,11 +190,14 @@ async def post_json(
                     return value, attempt
             else:
                 detail = f"HTTP {resp.status_code} from {server}{path}: {resp.text[:200]}"
-        except httpx.TimeoutException as e:
+        except httpx.PoolTimeout as e:  # our own connection pool was full: not the server's fault
+            kind, detail, blame_server = "timeout", f"{type(e).__name__}: no free connection", False
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             kind, detail = "timeout", f"{type(e).__name__} after {policy.timeout_s}s from {server}"
         except httpx.TransportError as e:  # connection refused/reset, protocol errors
             kind, detail = "connect", f"{type(e).__name__}: {e} ({server})"
-        pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
+        if blame_server:
+            pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
         if kind not in RETRYABLE:
             break
     raise RequestFailed(kind, detail, retries=attempt)
@@ -177,8 +206,10 @@ async def post_json(
 class AsyncRunner:
     """An event loop in a daemon thread, with one pooled `httpx.AsyncClient` living on it.
 
-    `run(coro_factory, timeout)` calls `coro_factory(client)` on the loop and waits at most `timeout`
-    seconds; on timeout the coroutine is cancelled and `TimeoutError` raised.
+    `run(coro_factory, timeout)` calls `coro_factory()` (a function of no arguments returning a coroutine;
+    it reaches the client as `runner.client`) on the loop and waits at most `timeout` seconds; on timeout
+    the coroutine is cancelled and the builtin `TimeoutError` raised (on every Python version: before
+    3.11, concurrent.futures raised its own TimeoutError class, which `except TimeoutError` missed).
     """
 
     def __init__(self, max_connections: int = 64, name: str = "zerosearch-http"):
@@ -200,13 +231,15 @@ class AsyncRunner:
                               max_keepalive_connections=self._max_connections)
         return httpx.AsyncClient(limits=limits, trust_env=False)
 
-    def run(self, coro_factory: Callable[[], Awaitable[T]] | Callable[..., Awaitable[T]], timeout: float) -> T:
-        fut = asyncio.run_coroutine_threadsafe(coro_factory(), self._loop)  # type: ignore[call-arg]
+    def run(self, coro_factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+        if self._loop.is_closed() or not self._thread.is_alive():
+            raise RuntimeError("AsyncRunner is closed")
+        fut = asyncio.run_coroutine_threadsafe(coro_factory(), self._loop)  # type: ignore[arg-type]
         try:
             return fut.result(timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise
+            raise TimeoutError(f"coroutine did not finish within {timeout}s (cancelled)") from None
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -217,4 +250,5 @@ class AsyncRunner:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-        self._loop.close()
+        if not self._thread.is_alive():  # closing a loop that still runs raises; leave it to the daemon
+            self._loop.close()
