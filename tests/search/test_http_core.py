@@ -99,3 +99,23 @@ def test_pool_cooldown_and_recovery() -> None:
     assert pool.cooling() == []
     pool.report("a", False), pool.report("a", False), pool.report("b", False), pool.report("b", False)
     assert pool.pick() in ("a", "b")                         # all cooling: still answers, never fails
+
+
+def test_client_pool_leases_and_keeps_connections_warm() -> None:
+    """Leased clients (one request in flight each) reuse keep-alive connections, one per server, instead
+    of churning them when requests alternate between servers."""
+    from zerosearch.search.http import ClientPool
+
+    runner = AsyncRunner(max_connections=1, connections_per_client=2)
+    policy = RetryPolicy(max_retries=0, timeout_s=2.0)
+    try:
+        with StubSimServer() as a, StubSimServer() as b:
+            pool = ServerPool([a.url, b.url])
+            assert isinstance(runner.clients, ClientPool) and len(runner.clients.clients) == 1
+            for _ in range(6):
+                runner.run(lambda: post_json(runner.clients, pool, "/generate", {"text": "x"}, policy,
+                                             random.Random(0)), timeout=5)
+            assert a.count() == b.count() == 3
+            assert a.connections == b.connections == 1
+    finally:
+        runner.close()

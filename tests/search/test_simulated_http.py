@@ -214,14 +214,14 @@ def test_derived_batch_deadline() -> None:
 
 def test_concurrency_limit_and_one_pooled_client() -> None:
     with StubSimServer("stall", stall_s=0.1) as srv, engine(srv, concurrency=2) as eng:
-        client = eng.runner.client
+        clients = eng.runner.clients
         t0 = time.monotonic()
         eng.search(requests(6))
         assert time.monotonic() - t0 >= 0.3 - 0.02        # 3 waves of 2
         eng.search(requests(6, prefix="b"))
         assert srv.max_in_flight == 2
         assert srv.connections <= 2                       # keep-alive connections reused across calls
-        assert eng.runner.client is client
+        assert eng.runner.clients is clients
 
 
 def test_all_queries_of_a_call_go_out_concurrently() -> None:

@@ -178,7 +178,9 @@ class SimulatedSearchEngine(SearchEngine):
             if not servers:
                 raise ValueError("an HTTP simulation transport needs at least one server")
             self.pool = ServerPool(list(servers), failure_limit=failure_limit, cooldown_s=cooldown_s)
-            self.runner = AsyncRunner(max_connections=max_concurrency, name=f"zerosearch-{mode}")
+            # one leased client per request in flight, each keeping a connection to every server
+            self.runner = AsyncRunner(max_connections=max_concurrency, name=f"zerosearch-{mode}",
+                                      connections_per_client=min(len(servers), 8))
         self._skips_seen = 0
 
     # ------------------------------------------------------------------ construction from config
@@ -342,7 +344,7 @@ class SimulatedSearchEngine(SearchEngine):
             async with sem:
                 t0 = time.monotonic()
                 try:
-                    text, retries = await post_json(runner.client, pool, transport.path, payload, policy, rng,
+                    text, retries = await post_json(runner.clients, pool, transport.path, payload, policy, rng,
                                                     validate=transport.extract)
                 except RequestFailed as e:
                     job.outcome = _Outcome(None, e.kind, e.retries, time.monotonic() - t0, e.detail)
