@@ -26,11 +26,14 @@ from zerosearch.search.types import Document
 # writes `< /answer>` can still confuse a lenient parser downstream.
 _AGENT_TAG = re.compile(r"<\s*/?\s*(?:information|answer|search|think|tool_call|tool_response)\s*>", re.I)
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,64}\|>")
-# A document marker: `Doc 3` / `Document 3` (any case) at a line start, after optional markdown; or
-# inline, `Doc 3:` / `Doc 3(Title: ...)` written exactly so (prose like "see document 3" is not a marker).
-_DOC_MARKER = re.compile(
-    r"(?:^|\n)[ \t*#>\-]*(?i:doc(?:ument)?)\s*(?P<a>\d{1,3})(?!\d)\s*(?:[:.\-\u2013\u2014]|\*\*:?)?"
-    r"|(?<!\w)Doc\s*(?P<b>\d{1,3})(?!\d)\s*(?:[:\-\u2013\u2014]|\*\*:?|(?=\())")
+# A document marker is `Doc 3` / `Document 3` (any case) at a line start, after optional markdown, or
+# inline `Doc 3:` / `Doc 3(Title: ...)` written exactly so (prose like "see document 3" is not a marker).
+# Candidates come from one case-insensitive scan; `_marker` decides which are markers (faster than one
+# regex with look-behinds and alternatives, which the regex engine must try at every position).
+_CANDIDATE = re.compile(r"[Dd][Oo][Cc](?:[Uu][Mm][Ee][Nn][Tt])?[ \t]*(\d{1,3})(?!\d)")
+_AFTER_LINE_START = re.compile(r"[ \t]*(?:[:.\-\u2013\u2014]|\*\*:?)?")
+_AFTER_INLINE = re.compile(r"[ \t]*(?:[:\-\u2013\u2014]|\*\*:?|(?=\())")
+_MARKUP = frozenset(" \t*#>-")
 _LIST_ITEM = re.compile(r"(?m)^[ \t]*(?:\*\*)?(\d{1,3})[.)](?:\*\*)?[ \t]+")
 _TITLE_PAREN = re.compile(r"^\(\s*Title\s*:\s*((?:[^()]|\([^()]*\))*?)\s*\)\s*[:.\-]?\s*", re.I)
 _TITLE_LINE = re.compile(r"^\**\s*Title\s*:\s*([^\n]*?)\s*\**\s*\n\s*", re.I)
@@ -43,23 +46,40 @@ def sanitize(text: str) -> str:
     return _AGENT_TAG.sub(" ", text)
 
 
-def _cut_after_topk(text: str, topk: int) -> str:
-    """Drop everything from document topk+1 on: its marker, or the bare `Doc {topk+1}` the original cut at
-    (`Doc 6` for top-5, not `Doc 60`)."""
+def _marker(text: str, m: re.Match) -> tuple[int, int, int] | None:
+    """(start, end, number) when candidate `m` is a document marker, else None."""
+    start = m.start()
+    line_start = text.rfind("\n", 0, start) + 1
+    if all(ch in _MARKUP for ch in text[line_start:start]):
+        after = _AFTER_LINE_START.match(text, m.end())
+        return line_start, after.end() if after else m.end(), int(m.group(1))
+    if text.startswith("Doc", start) and text[start + 3:start + 4] in " \t0123456789" and \
+            not (start and (text[start - 1].isalnum() or text[start - 1] == "_")):
+        after = _AFTER_INLINE.match(text, m.end())
+        if after:
+            return start, after.end(), int(m.group(1))
+    return None
+
+
+def _split(text: str, topk: int) -> list[str]:
+    """Chunks of the documents before document topk+1 (its marker, or the bare `Doc {topk+1}` the original
+    cut at: `Doc 6` for top-5, not `Doc 60`). One scan for the markers serves both the cut and the split."""
     cut = len(text)
-    m = re.search(rf"(?<!\w)Doc\s*{topk + 1}(?!\d)", text)
-    if m:
-        cut = m.start()
-    for m in _DOC_MARKER.finditer(text, 0, cut):
-        if int(m.group("a") or m.group("b")) == topk + 1:
-            return text[:m.start()]
-    return text[:cut]
-
-
-def _split(text: str) -> list[str]:
-    markers = list(_DOC_MARKER.finditer(text))
+    markers: list[tuple[int, int, int]] = []
+    for m in _CANDIDATE.finditer(text):
+        if int(m.group(1)) == topk + 1 and text.startswith("Doc", m.start()) and not (
+                m.start() and text[m.start() - 1].isalnum()):
+            cut = m.start()  # the original's cut, marker or not
+            break
+        mk = _marker(text, m)
+        if mk is not None:
+            if mk[2] == topk + 1:
+                cut = mk[0]
+                break
+            markers.append(mk)
+    text = text[:cut]
     if markers:
-        return [text[m.end():(markers[i + 1].start() if i + 1 < len(markers) else len(text))]
+        return [text[m[1]:(markers[i + 1][0] if i + 1 < len(markers) else len(text))]
                 for i, m in enumerate(markers)]
     items = list(_LIST_ITEM.finditer(text))
     if len(items) >= 2:
@@ -86,6 +106,11 @@ def parse_documents(text: str, topk: int) -> list[Document]:
     """At most `topk` documents from a simulator's output (empty list when nothing usable remains)."""
     if not text or not text.strip():
         return []
-    text = _cut_after_topk(sanitize(text), topk)
-    docs = [d for d in (_to_document(c) for c in _split(text)) if d is not None]
-    return docs[:topk]
+    docs = []
+    for chunk in _split(sanitize(text), topk):
+        doc = _to_document(chunk)
+        if doc is not None:
+            docs.append(doc)
+            if len(docs) == topk:
+                break
+    return docs
