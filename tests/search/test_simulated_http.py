@@ -138,6 +138,7 @@ def test_fault_gives_counted_fallbacks_within_budget(behaviour: str, kind: str, 
         assert all(r.retries == (1 if retried else 0) for r in results)
         m = eng.pop_metrics()
         assert m[f"search/failures/{kind}"] == n and m["search/fallbacks"] == n
+        assert m["search/failed_generations"] == n and "search/docs_per_result" not in m
         assert m["search/retries"] == (n if retried else 0)
         assert m["search/requests"] == n
         assert srv.count() == n * (2 if retried else 1)
@@ -297,6 +298,7 @@ def test_metrics_quality_signal_and_reset() -> None:
         assert m["search/noise_prob"] == pytest.approx(0.5)
         assert 0 < m["search/latency_p50_s"] <= m["search/latency_p95_s"]
         assert m["search/requests"] == 30 and m["search/fallbacks"] == 0
+        assert m["search/docs_per_result"] == 5.0 and m["search/failed_generations"] == 0
         assert eng.pop_metrics() == {}
         # a request's own noise_prob overrides the curriculum (validation at a fixed noise level)
         fixed = [SearchRequest(query=f"q{i}", row_id=f"v{i}", noise_prob=1.0) for i in range(5)]

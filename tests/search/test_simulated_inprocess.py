@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -10,6 +11,18 @@ from zerosearch.config.schema import CurriculumConfig, SimulationConfig
 from zerosearch.models.tiny import make_tiny_model
 from zerosearch.search.simulated import SimulatedSearchEngine
 from zerosearch.search.types import SearchRequest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On a shared 2-core machine, torch's two OpenMP threads spin against other processes: the batch
+    took 15 s at 2 threads under load and 0.5 s at 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,8 @@ class _Stats:
     requests: int = 0
     generations: int = 0
     failures: Counter = field(default_factory=Counter)
+    failed_generations: int = 0
+    docs: int = 0
     fallbacks: int = 0
     retries: int = 0
     cache_hits: int = 0
@@ -262,9 +264,12 @@ class SimulatedSearchEngine(SearchEngine):
 
         search/requests          search requests answered
         search/generations       simulator generations issued (cache hits and in-batch duplicates excluded)
-        search/failures/<kind>   failed generations by the kind of their last failure (timeout, connect,
-                                 http_429, http_5xx, http_4xx, bad_response, empty_output, ...)
+        search/failures/<kind>   requests answered with the fallback, by the kind of the last failure
+                                 (timeout, connect, http_429, http_5xx, http_4xx, bad_response,
+                                 empty_output, client_error, inprocess_error); they sum to fallbacks
         search/fallbacks         results that carry the fallback document
+        search/failed_generations  simulator generations that failed (two per request can, per document)
+        search/docs_per_result   mean documents per non-fallback result
         search/retries           retries spent
         search/latency_p50_s, search/latency_p95_s   per-generation wall time (retries included)
         search/cache_hits        results served from the cache (or from a duplicate in the same batch)
@@ -285,6 +290,7 @@ class SimulatedSearchEngine(SearchEngine):
             "search/requests": float(s.requests),
             "search/generations": float(s.generations),
             "search/fallbacks": float(s.fallbacks),
+            "search/failed_generations": float(s.failed_generations),
             "search/retries": float(s.retries),
             "search/cache_hits": float(s.cache_hits),
             "search/deadline_hits": float(s.deadline_hits),
@@ -292,6 +298,8 @@ class SimulatedSearchEngine(SearchEngine):
             "search/noise_prob": s.noise_prob_sum / s.requests,
             "search/noise_share": s.noise_flags / max(1, s.noise_slots),
         }
+        if s.requests > s.fallbacks:
+            m["search/docs_per_result"] = s.docs / (s.requests - s.fallbacks)
         for kind, n in sorted(s.failures.items()):
             m[f"search/failures/{kind}"] = float(n)
         if s.latencies:
@@ -408,7 +416,7 @@ class SimulatedSearchEngine(SearchEngine):
                 st.retries += o.retries
                 st.latencies.append(o.latency_s)
                 if o.error is not None:
-                    st.failures[o.error] += 1
+                    st.failed_generations += 1
                 elif self.cache_enabled and j.key is not None:
                     self._cache[j.key] = o.docs  # type: ignore[assignment]
                     while len(self._cache) > self.cache_max_entries:
@@ -438,7 +446,8 @@ class SimulatedSearchEngine(SearchEngine):
         failed = [o for o in got.values() if o is None or o.error is not None]
         if failed:
             st.fallbacks += 1
-            error = failed[0].error if failed[0] is not None else "timeout"
+            error = (failed[0].error if failed[0] is not None else None) or "timeout"
+            st.failures[error] += 1
             return SearchResult(documents=[self.fallback], engine=self.name, noisy=noisy_all,
                                 noisy_docs=[noisy_all] if per_doc else None, latency_s=latency,
                                 cache_hit=False, error=error, retries=retries, fallback=True)
@@ -452,6 +461,7 @@ class SimulatedSearchEngine(SearchEngine):
             if d is not None:
                 docs.append(d)
                 doc_flags.append(slot_noisy)
+        st.docs += len(docs)
         if req.golden_answers:
             for noisy in (False, True):
                 text = " ".join(f"{d.title} {d.text}" for d, n in zip(docs, doc_flags) if n == noisy)
