@@ -304,6 +304,8 @@ def test_metrics_quality_signal_and_reset() -> None:
         fixed = [SearchRequest(query=f"q{i}", row_id=f"v{i}", noise_prob=1.0) for i in range(5)]
         assert all(r.noisy for r in eng.search(fixed))
         assert eng.search([]) == []
+    with pytest.raises(RuntimeError, match="closed"):    # a programming error, said plainly
+        eng.search(requests(1))
 
 
 def test_from_config_defaults_and_errors(tiny_dir: Path) -> None:

@@ -184,6 +184,7 @@ class SimulatedSearchEngine(SearchEngine):
             self.runner = AsyncRunner(max_connections=max_concurrency, name=f"zerosearch-{mode}",
                                       connections_per_client=min(len(servers), 8))
         self._skips_seen = 0
+        self._closed = False
 
     # ------------------------------------------------------------------ construction from config
     @classmethod
@@ -220,6 +221,8 @@ class SimulatedSearchEngine(SearchEngine):
     # ------------------------------------------------------------------ the interface
     def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
         """One result per request, in order; never raises for a failed request."""
+        if self._closed:
+            raise RuntimeError(f"{self.name} engine is closed")
         if not requests:
             return []
         # 1-2. draw noise and plan the generations (deduplicated through the cache when it is on)
@@ -312,6 +315,7 @@ class SimulatedSearchEngine(SearchEngine):
         return m
 
     def close(self) -> None:
+        self._closed = True
         if self.runner is not None:
             self.runner.close()
             self.runner = None
