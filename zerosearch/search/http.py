@@ -214,13 +214,13 @@ async def post_json(
     Raises RequestFailed after the last try; never retries 4xx other than 429.
 
     Each try is bounded by `policy.timeout_s` of wall time in total (not only per read), so one request
-    never takes longer than `policy.worst_case_s()`."""
+    never takes longer than `policy.worst_case_s()`. Waiting for a free connection counts towards it: keep
+    requests in flight within the client's connections (a `ClientPool` lease guarantees it)."""
     kind, detail = "connect", ""
     for attempt in range(policy.max_retries + 1):
         if attempt:
             await asyncio.sleep(policy.delay(attempt - 1, rng))
         server = pool.pick()
-        blame_server = True
         try:
             resp = await _post(client, server + path, payload, headers, policy.timeout_s)
             kind = classify_status(resp.status_code)
@@ -235,14 +235,11 @@ async def post_json(
                     return value, attempt
             else:
                 detail = f"HTTP {resp.status_code} from {server}{path}: {resp.text[:200]}"
-        except httpx.PoolTimeout as e:  # our own connection pool was full: not the server's fault
-            kind, detail, blame_server = "timeout", f"{type(e).__name__}: no free connection", False
         except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             kind, detail = "timeout", f"{type(e).__name__} after {policy.timeout_s}s from {server}"
         except httpx.TransportError as e:  # connection refused/reset, protocol errors
             kind, detail = "connect", f"{type(e).__name__}: {e} ({server})"
-        if blame_server:
-            pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
+        pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
         if kind not in RETRYABLE:
             break
     raise RequestFailed(kind, detail, retries=attempt)
