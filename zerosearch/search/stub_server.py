@@ -1,0 +1,284 @@
+"""A stub simulation server: a real HTTP/1.1 server that speaks the simulator APIs with canned documents,
+and misbehaves on demand. For tests, the client benchmark and smoke runs without a model.
+
+It answers `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI-compatible shapes) and sglang's
+`POST /generate`, and `GET /health`. It records every request it received (path and JSON body), so tests
+can check what the client really sent. Behaviours (`mode`, or a per-request `script` consumed first):
+
+    ok           answer normally
+    stall        wait `stall_s` seconds, then answer (a hung server, from the client's point of view)
+    trickle      send headers, then the body one byte every `trickle_s` (never trips a per-read timeout)
+    reset        read the request, then reset the connection (TCP RST, no response)
+    http_500, http_503, http_429, http_400   that status with a short JSON error
+    garbage      200 with a body that is not JSON
+    wrong_shape  200 with JSON of the wrong shape
+    empty        200 with an empty generation
+
+The reply text is `reply` (a string, or a function of the prompt text); by default it echoes: Doc 1 holds
+the prompt itself (so documents asked for with the answer contain it), the others name the query.
+
+In a thread: `with StubSimServer(mode="ok") as srv: ... srv.url`. As a process (what the benchmark does,
+so the server does not share the client's core): `python -m zerosearch.search.stub_server --port 0`
+prints `PORT <n>` once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import struct
+import sys
+import threading
+from collections import deque
+from typing import Any, Callable
+
+BEHAVIOURS = ("ok", "stall", "trickle", "reset", "http_500", "http_503", "http_429", "http_400", "garbage",
+              "wrong_shape", "empty")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def echo_reply(prompt: str, topk: int = 5) -> str:
+    """Doc 1 repeats the prompt; Doc 2..k name the query (the last `Query:` line of the prompt)."""
+    queries = re.findall(r"Query:\s*(.*)", prompt)
+    query = queries[-1].strip() if queries else prompt[-80:]
+    flat = re.sub(r"(?i)\bdoc", "Entry", " ".join(prompt.split()))  # the prompt's own "Doc 1:" examples
+    docs = [f"Doc 1: {flat}"] + [f"Doc {i}: Stub document {i} about {query}." for i in range(2, topk + 1)]
+    return "\n".join(docs)
+
+
+class StubSimServer:
+    """A misbehaving-on-demand simulator server on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(self, mode: str = "ok", *, script: list[str] | None = None,
+                 reply: str | Callable[[str], str] | None = None, topk: int = 5, stall_s: float = 30.0,
+                 trickle_s: float = 0.05, host: str = "127.0.0.1", port: int = 0, record: bool = True):
+        if mode not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {mode!r}; known: {', '.join(BEHAVIOURS)}")
+        self.mode, self.script = mode, deque(script or ())
+        self.reply, self.topk, self.stall_s, self.trickle_s = reply, topk, stall_s, trickle_s
+        self.host, self.port = host, port
+        self.record = record
+        self.requests: list[tuple[str, Any]] = []   # (path, JSON body) of every request received
+        self.behaviours: list[str] = []             # the behaviour each request got
+        self.connections = 0                        # TCP connections accepted
+        self.in_flight = 0                          # simulator requests being answered now
+        self.max_in_flight = 0                      # the most at once
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "StubSimServer":
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self._start())
+            except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+                errors.append(e)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name=f"stub-sim-{self.mode}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if errors:
+            raise errors[0]
+        return self
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> "StubSimServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def count(self, path: str | None = None) -> int:
+        """Requests received (to `path`, when given)."""
+        return sum(1 for p, _ in self.requests if path is None or p == path)
+
+    # ------------------------------------------------------------------ HTTP
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = (lines[0].split(" ") + ["", ""])[:3]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
+                body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                keep = headers.get("connection", "").lower() != "close"
+                if not await self._respond(method, path, body, writer):
+                    return
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection is gone (reset)."""
+        if method == "GET" and path in ("/health", "/v1/models"):
+            await self._send(writer, 200, b'{"status": "ok"}')
+            return True
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if self.record:
+            self.requests.append((path, body))
+        if path not in ("/v1/chat/completions", "/v1/completions", "/generate") or not isinstance(body, dict):
+            await self._send(writer, 404 if isinstance(body, dict) else 400, b'{"error": "not found"}')
+            return True
+        behaviour = self.script.popleft() if self.script else self.mode
+        self.behaviours.append(behaviour)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._behave(behaviour, path, body, writer)
+        finally:
+            self.in_flight -= 1
+
+    async def _behave(self, behaviour: str, path: str, body: dict, writer: asyncio.StreamWriter) -> bool:
+        if behaviour == "reset":
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if behaviour == "stall":
+            await asyncio.sleep(self.stall_s)
+        if behaviour.startswith("http_"):
+            code = int(behaviour[5:])
+            await self._send(writer, code, json.dumps({"error": f"stub {behaviour}"}).encode())
+            return True
+        if behaviour == "garbage":
+            await self._send(writer, 200, b"<html>this is not json", content_type="text/html")
+            return True
+        if behaviour == "wrong_shape":
+            await self._send(writer, 200, b'{"result": [1, 2, 3]}')
+            return True
+        text = "" if behaviour == "empty" else self._text(path, body)
+        payload = json.dumps(self._shape(path, body, text)).encode()
+        if behaviour == "trickle":
+            await self._send(writer, 200, payload, trickle=True)
+        else:
+            await self._send(writer, 200, payload)
+        return True
+
+    def _text(self, path: str, body: dict) -> str:
+        if isinstance(self.reply, str):
+            return self.reply
+        if path == "/v1/chat/completions":
+            msgs = body.get("messages") or [{}]
+            prompt = str(msgs[-1].get("content", ""))
+        elif path == "/v1/completions":
+            prompt = str(body.get("prompt", ""))
+        else:
+            prompt = str(body.get("text", ""))
+        return self.reply(prompt) if callable(self.reply) else echo_reply(prompt, self.topk)
+
+    @staticmethod
+    def _shape(path: str, body: dict, text: str) -> dict:
+        model = body.get("model", "stub")
+        if path == "/v1/chat/completions":
+            return {"id": "stub", "object": "chat.completion", "model": model, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+        if path == "/v1/completions":
+            return {"id": "stub", "object": "text_completion", "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+        return {"text": text, "meta_info": {"finish_reason": {"type": "stop"}}}
+
+    async def _send(self, writer: asyncio.StreamWriter, code: int, payload: bytes,
+                    content_type: str = "application/json", trickle: bool = False) -> None:
+        head = (f"HTTP/1.1 {code} {_REASONS.get(code, 'Status')}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        if not trickle:
+            writer.write(head + payload)
+            await writer.drain()
+            return
+        writer.write(head)
+        await writer.drain()
+        for i in range(len(payload)):
+            writer.write(payload[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(self.trickle_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--mode", default="ok", choices=BEHAVIOURS)
+    ap.add_argument("--reply", default=None, help="fixed reply text (default: echo the prompt)")
+    ap.add_argument("--topk", type=int, default=5)
+    ap.add_argument("--uvloop", action="store_true", help="use uvloop when installed (faster)")
+    args = ap.parse_args(argv)
+    if args.uvloop:
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    srv = StubSimServer(args.mode, reply=args.reply, topk=args.topk, host=args.host, port=args.port,
+                        record=False)
+
+    async def run() -> None:
+        await srv._start()
+        print(f"PORT {srv.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
