@@ -72,12 +72,13 @@ class Tracker:
             self._wandb = wandb.init(project=project, name=experiment, dir=str(self.run_dir), mode=wandb_mode,
                                      config=config or {}, id=_wandb_id(self.run_dir, experiment), resume="allow")
         self._bar = None
-        if progress_bar and total_steps:
+        self._start_step, self._t0 = start_step, time.perf_counter()
+        # a live bar needs a terminal; in logs (CI, nohup, pipes) the console line carries the ETA instead
+        if progress_bar and total_steps and sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                              file=sys.stderr, leave=True)
-        self._t_last = time.perf_counter()
 
     @property
     def wandb_dir(self) -> str | None:
@@ -96,7 +97,11 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.log(clean, step=step)
         if "console" in self.backends:
-            self.write(console_line(step, self.total, clean))
+            line = console_line(step, self.total, clean)
+            if self._bar is None and advance and self.total and step > self._start_step:
+                rate = (time.perf_counter() - self._t0) / (step - self._start_step)
+                line += f" | eta {_fmt_duration(rate * (self.total - step))}"
+            self.write(line)
         if self._bar is not None and advance:
             self._bar.update(1)
             if "critic/score/mean" in clean:
@@ -118,6 +123,11 @@ class Tracker:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _fmt_duration(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _wandb_id(run_dir: Path, experiment: str) -> str:

@@ -236,7 +236,8 @@ class Trainer:
         m.update(batch_metrics(batch))
         m.update(trajectory_metrics(trajs))
         m.update(self.train_search.pop_metrics())
-        m["search/noise_prob"] = noise
+        if cfg.search.mode.startswith("simulate"):
+            m["search/noise_prob"] = noise
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m
