@@ -23,6 +23,7 @@ from zerosearch.rollout.actions import STOP_STRINGS, parse_action
 from zerosearch.rollout.types import GenerationEngine, PromptItem, SamplingParams, Trajectory
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import SearchEngine, SearchRequest
+from zerosearch.utils.seeding import stable_seed
 from zerosearch.utils.text import contains_answer
 
 # the smallest observation worth appending: tags plus a few tokens of text
@@ -97,11 +98,11 @@ class AgentLoop:
                     self._end(trajs[i], "context_budget", truncated=True)
             if not gen_rows:
                 break
-            # a distinct, reproducible seed per turn (the same seed every turn would correlate the samples)
-            turn_params = params if params.seed is None else replace(params, seed=params.seed + 7919 * turn)
+            # one seed per trajectory and turn: its sample depends on nothing else in the batch
+            seeds = None if params.seed is None else [stable_seed(params.seed, trajs[i].uid, turn) for i in gen_rows]
             t0 = time.perf_counter()
-            outs = self.engine.generate([trajs[i].prompt_ids + trajs[i].response_ids for i in gen_rows], turn_params,
-                                        [c for c in caps if c > 0])
+            outs = self.engine.generate([trajs[i].prompt_ids + trajs[i].response_ids for i in gen_rows], params,
+                                        [c for c in caps if c > 0], seeds)
             t_gen += time.perf_counter() - t0
             searching: list[int] = []
             requests: list[SearchRequest] = []

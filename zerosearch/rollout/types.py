@@ -24,7 +24,8 @@ class SamplingParams:
         stop_token_ids: ids that end a sequence (kept in the output), e.g. eos and `<|im_end|>`.
         stop_strings: strings that end a sequence once the decoded output ends with them (kept), e.g.
             "</search>", "</answer>".
-        seed: seeds the sampling of this call; None = the engine's running generator.
+        seed: seeds the sampling of this call when no per-sequence seeds are given; None = the engine's
+            running generator.
     """
 
     temperature: float = 1.0
@@ -62,8 +63,13 @@ class GenerationEngine(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                 max_new_tokens: Sequence[int] | None = None) -> list[GenerationOutput]:
-        """Continue every prompt. `max_new_tokens[i]`, when given, caps sequence i below params'."""
+                 max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
+                 ) -> list[GenerationOutput]:
+        """Continue every prompt. `max_new_tokens[i]`, when given, caps sequence i below params'.
+
+        `seeds[i]`, when given, seeds sequence i's sampling on its own, so its sample does not depend on the
+        other sequences of the call (how a batch is split over workers, or rebuilt after a resume).
+        Without seeds, `params.seed` seeds the call (None: the engine's running generator)."""
 
     @abc.abstractmethod
     def update_weights(self, state_dict: dict[str, Any]) -> None:

@@ -79,12 +79,24 @@ class HttpTransport(abc.ABC):
     path: str = "/"
 
     @abc.abstractmethod
-    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
-        """The JSON body for one user prompt."""
+    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+        """The JSON body for one user prompt; `seed` (where the API takes one) makes the sample reproducible."""
 
     @abc.abstractmethod
     def extract(self, data: Any) -> str:
         """The generated text of a response body."""
+
+
+def _openai_body(body: dict[str, Any], sampling: Sampling, model_name: str, seed: int | None) -> dict[str, Any]:
+    """The sampling fields shared by the OpenAI-compatible chat and completions APIs."""
+    body.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
+    if model_name:
+        body["model"] = model_name
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    if seed is not None:
+        body["seed"] = seed & 0x7FFF_FFFF  # vLLM and OpenAI take a per-request seed (int32-safe here)
+    return body
 
 
 class ChatTransport(HttpTransport):
@@ -95,16 +107,8 @@ class ChatTransport(HttpTransport):
     def __init__(self, model_name: str = ""):
         self.model_name = model_name
 
-    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-        }
-        if self.model_name:
-            body["model"] = self.model_name
-        if sampling.stop:
-            body["stop"] = list(sampling.stop)
-        return body
+    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+        return _openai_body({"messages": [{"role": "user", "content": prompt}]}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
         return _expect_str(data["choices"][0]["message"]["content"], "choices[0].message.content")
@@ -118,16 +122,8 @@ class CompletionsTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer, model_name: str = ""):
         self.renderer, self.model_name = renderer, model_name
 
-    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "prompt": self.renderer.render(prompt),
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-        }
-        if self.model_name:
-            body["model"] = self.model_name
-        if sampling.stop:
-            body["stop"] = list(sampling.stop)
-        return body
+    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+        return _openai_body({"prompt": self.renderer.render(prompt)}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
         return _expect_str(data["choices"][0]["text"], "choices[0].text")
@@ -141,7 +137,8 @@ class SglangTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer):
         self.renderer = renderer
 
-    def payload(self, prompt: str, sampling: Sampling) -> dict[str, Any]:
+    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+        # no seed: sglang versions differ in whether sampling_params takes one, and an unknown key is a 400
         params: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                   "max_new_tokens": sampling.max_tokens}
         if sampling.stop:
@@ -180,29 +177,29 @@ class InProcessTransport:
         self._generator_seed = seed
         self._calls = 0
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
-        """Generated text (special tokens removed) for each user prompt."""
+    def generate(self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[str]:
+        """Generated text (special tokens removed) for each user prompt. `seeds[i]` seeds prompt i's sample on
+        its own (the same prompt and seed give the same text whatever else is in the batch)."""
         import torch
 
-        out: list[str] = []
+        from zerosearch.models.sampler import StopChecker, sample_batch
+
+        if seeds is None:
+            seeds = [self._generator_seed * 1_000_003 + self._calls * 65_537 + i for i in range(len(prompts))]
+            self._calls += 1
+        stops = StopChecker(self.tokenizer, sampling.stop) if sampling.stop else None
+        eos = [i for i in {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} if i is not None]
         max_len = getattr(self.model.config, "max_position_embeddings", None)
+        out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
-            texts = [self.renderer.render(p) for p in prompts[i:i + self.batch_size]]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            budget = sampling.max_tokens
-            if max_len is not None and enc["input_ids"].shape[1] + budget > max_len:
-                budget = max(1, max_len - enc["input_ids"].shape[1])
-            do_sample = sampling.temperature > 0
-            kwargs: dict[str, Any] = dict(max_new_tokens=budget, do_sample=do_sample,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            if do_sample:
-                kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                torch.manual_seed(self._generator_seed + self._calls)
-                self._calls += 1
-                gen = self.model.generate(**{k: v.to(self.device) for k, v in enc.items()}, **kwargs)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+            ids = [self.tokenizer.encode(self.renderer.render(p), add_special_tokens=False)
+                   for p in prompts[i:i + self.batch_size]]
+            caps = [max(1, min(sampling.max_tokens, max_len - len(x))) if max_len else sampling.max_tokens for x in ids]
+            with torch.inference_mode():
+                res = sample_batch(self.model, self.tokenizer, ids, caps, temperature=sampling.temperature,
+                                   top_p=sampling.top_p, stop_token_ids=eos, stop_checker=stops,
+                                   row_seeds=list(seeds[i:i + self.batch_size]), pad_id=self.tokenizer.pad_token_id)
+            out.extend(self.tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in res)
         return out
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ from zerosearch.search.sim_parsing import parse_documents
 from zerosearch.search.sim_prompts import PromptSet
 from zerosearch.search.sim_transports import HttpTransport, InProcessTransport, Sampling, make_http_transport
 from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.utils.seeding import stable_seed
 from zerosearch.utils.text import contains_answer
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class _Job:
     key: tuple | None
     outcome: _Outcome | None = None
     from_cache: bool = False
+    seed: int = 0  # from the cache key, or from the request when uncached: a regenerated job samples the same
 
 
 @dataclass
@@ -170,6 +172,7 @@ class SimulatedSearchEngine(SearchEngine):
         self._cache: OrderedDict[tuple, tuple[Document, ...]] = OrderedDict()
         self._stats = _Stats()
         self._lock = threading.Lock()
+        self.seed = seed
         self._rng = random.Random(seed)
         self._uses_question = {
             noisy: bool({"question", "answers"} & set((prompts.noisy if noisy else prompts.useful).names))
@@ -246,7 +249,9 @@ class SimulatedSearchEngine(SearchEngine):
                     elif key is not None and key in planned:
                         job = planned[key]
                     else:
-                        job = _Job(self._render(req, noisy), noisy, key)
+                        seed = stable_seed(self.seed, key) if key is not None else stable_seed(
+                            self.seed, req.step, req.row_id, req.turn, noisy)
+                        job = _Job(self._render(req, noisy), noisy, key, seed=seed)
                         new_jobs.append(job)
                         if key is not None:
                             planned[key] = job
@@ -350,7 +355,7 @@ class SimulatedSearchEngine(SearchEngine):
         runner, pool, transport, policy = self.runner, self.pool, self.transport, self.policy
         assert pool is not None
         sampling, topk, rng = self.sampling, self.topk, self._rng
-        payloads = [transport.payload(j.prompt, sampling) for j in jobs]
+        payloads = [transport.payload(j.prompt, sampling, j.seed) for j in jobs]
 
         async def one(job: _Job, payload: dict[str, Any], sem: asyncio.Semaphore) -> None:
             async with sem:
@@ -391,7 +396,7 @@ class SimulatedSearchEngine(SearchEngine):
         assert isinstance(self.transport, InProcessTransport)
         t0 = time.monotonic()
         try:
-            texts = self.transport.generate([j.prompt for j in jobs], self.sampling)
+            texts = self.transport.generate([j.prompt for j in jobs], self.sampling, [j.seed for j in jobs])
         except Exception as e:  # noqa: BLE001 - report as failed generations, never raise out of search()
             log.exception("simulated search: in-process generation failed")
             for j in jobs:

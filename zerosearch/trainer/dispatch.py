@@ -42,17 +42,19 @@ class WorkerGroupEngine(GenerationEngine):
         self.group = group
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                 max_new_tokens: Sequence[int] | None = None) -> list[GenerationOutput]:
+                 max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
+                 ) -> list[GenerationOutput]:
         n = self.group.world_size
         idx = [list(range(r, len(prompts), n)) for r in range(n)]
-        caps = list(max_new_tokens) if max_new_tokens is not None else None
-        shards: list[Any] = []
-        for r in range(n):
-            shards.append([list(prompts[i]) for i in idx[r]])
-        # each rank gets its own seed, or the ranks would draw the same samples
+        if seeds is None and params.seed is not None:
+            # per-sequence seeds fixed before dealing, so the samples do not depend on the number of ranks
+            seeds = [params.seed * 1_000_003 + i for i in range(len(prompts))]
+
+        def pick(xs: Sequence[Any] | None, r: int) -> list[Any] | None:
+            return [xs[i] for i in idx[r]] if xs is not None else None
+
         results = self.group.scatter_args("generate", [
-            (shards[r], _rank_params(params, r), [caps[i] for i in idx[r]] if caps is not None else None)
-            for r in range(n)])
+            ([list(prompts[i]) for i in idx[r]], params, pick(max_new_tokens, r), pick(seeds, r)) for r in range(n)])
         out: list[GenerationOutput | None] = [None] * len(prompts)
         for r in range(n):
             for i, o in zip(idx[r], results[r]):
@@ -61,9 +63,3 @@ class WorkerGroupEngine(GenerationEngine):
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         self.group.call("update_rollout_weights", state_dict)
-
-
-def _rank_params(params: SamplingParams, rank: int) -> SamplingParams:
-    from dataclasses import replace
-
-    return params if params.seed is None else replace(params, seed=params.seed * 1000003 + rank)

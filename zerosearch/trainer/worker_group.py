@@ -56,8 +56,8 @@ class RankWorker:
         return True
 
     # policy
-    def generate(self, prompts, params, max_new_tokens):  # noqa: ANN001 - types live in rollout.types
-        return self.policy.generate(prompts, params, max_new_tokens)
+    def generate(self, prompts, params, max_new_tokens, seeds):  # noqa: ANN001 - types live in rollout.types
+        return self.policy.generate(prompts, params, max_new_tokens, seeds)
 
     def compute_log_prob(self, batch):  # noqa: ANN001
         return self.policy.compute_log_prob(batch)

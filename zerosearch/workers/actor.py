@@ -83,8 +83,9 @@ class PolicyWorker:
         return HFEngine(rollout_model, self.tokenizer, self.cfg.rollout.micro_batch_size)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                 max_new_tokens: Sequence[int] | None = None) -> list[GenerationOutput]:
-        return self.engine.generate(prompts, params, max_new_tokens)
+                 max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
+                 ) -> list[GenerationOutput]:
+        return self.engine.generate(prompts, params, max_new_tokens, seeds)
 
     def sync_rollout_weights(self) -> None:
         """Gather the actor's full weights and load them into the rollout engine."""
