@@ -49,8 +49,16 @@ _ZEROSEARCH = (
     "<answer> Beijing </answer>. Question: {question}\n"
 )
 
+# The same protocol in one sentence, for tiny models (the toy world): every prompt token is paid for in
+# every SFT step, rollout and update, and a 0.5 M-parameter model gains nothing from the longer wording.
+_COMPACT = (
+    "Answer the question. To search, write <search> query </search>; results come back in <information> "
+    "</information>. Give the final answer as <answer> answer </answer>. Question: {question}\n"
+)
+
 TEMPLATES: dict[str, PromptTemplate] = {
     "zerosearch": PromptTemplate("zerosearch", _ZEROSEARCH),
+    "compact": PromptTemplate("compact", _COMPACT),
 }
 
 

@@ -57,7 +57,8 @@ def collect_rows(rows: Sequence[tuple[str, str, Sequence[str]]], engine: SearchE
 
     Args:
         rows: (query, question, gold answers) triples.
-        engine: a real search engine.
+        engine: a real search engine; give it a larger top-k than `topk` so that answer-free documents of
+            the same query are found for the noisy examples.
         topk: documents per example.
         noisy_share: target share of noisy examples (the rest useful), as far as the data allows.
     Returns:
@@ -71,13 +72,14 @@ def collect_rows(rows: Sequence[tuple[str, str, Sequence[str]]], engine: SearchE
         res = engine.search([SearchRequest(query=q, row_id=f"sim-{s + i}") for i, (q, _, _) in enumerate(chunk)])
         results.extend(r.documents for r in res)
     out: list[SimRow] = []
-    for i, ((query, question, answers), docs) in enumerate(zip(rows, results)):
-        docs = docs[:topk]
+    for i, ((query, question, answers), ranked) in enumerate(zip(rows, results)):
+        docs = ranked[:topk]
         if any(contains_answer(d.text, answers) for d in docs):
             out.append(SimRow(query, question, list(answers), docs, noisy=False))
         if rng.random() < noisy_share:
-            # answer-free documents: this query's own results if they lack the answer, else another row's
-            noisy_docs = [d for d in docs if not contains_answer(d.text, answers)]
+            # answer-free documents: this query's own results (the engine returns more than topk) that lack
+            # the answer, topped up from other rows' results
+            noisy_docs = [d for d in ranked if not contains_answer(d.text, answers)]
             for _ in range(10):
                 if len(noisy_docs) >= topk:
                     break
@@ -176,7 +178,7 @@ def train_simulator(*, base_model: str, out_dir: str | Path, corpus: str, qa_fil
     if len(rows) <= eval_rows:
         raise ValueError(f"need more than eval_rows={eval_rows} QA rows, got {len(rows)}")
     triples = queries_for(rows, query_field)
-    with RetrievalEngine(corpus, topk=topk) as engine:
+    with RetrievalEngine(corpus, topk=topk + 4) as engine:
         sim_rows = collect_rows(triples[eval_rows:], engine, topk, seed=seed)
         eval_sim = collect_rows(triples[:eval_rows], engine, topk, noisy_share=0.0, seed=seed + 1)
     n_noisy = sum(r.noisy for r in sim_rows)

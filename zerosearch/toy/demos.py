@@ -2,10 +2,11 @@
 
 Kinds of demonstration (as token ids with a loss mask that is 0 on the inserted observations, exactly as
 RL trains):
-  search      search the entity, read its document, answer (copying the answer out of the document)
+  search      search the fact, read its document, answer (copying the answer out of the document)
   direct      answer at once without searching (a guess: for an unseen entity it is usually wrong)
-  retry       the first search returns a useless document; search again, then answer
-  two_hop     search the country, read its neighbour, search the neighbour, answer
+  retry       the first search returns a useless document (another fact, as a noisy simulated result
+              would be); search again, then answer
+  two_hop     search the country's neighbour, read its name, search the neighbour's fact, answer
 
 Why a two-phase mixture (../shared/TOY_WORLD_NOTES.md): the warm start should copy well when it searches
 but search rarely, so that RL has something to learn (when to search) without first destroying the copy
@@ -22,7 +23,7 @@ from typing import Any, Callable, Sequence
 from zerosearch.data.prompts import encode_prompt
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import Document
-from zerosearch.toy.world import QUESTIONS, TWO_HOP, Country, World
+from zerosearch.toy.world import ATTRIBUTES, QUESTIONS, TWO_HOP, Country, World, query_for
 from zerosearch.workers.sft import SFTExample
 
 
@@ -36,23 +37,26 @@ class DemoMix:
     two_hop: float
 
 
-def doc_of(c: Country) -> Document:
-    title, _, text = c.document().partition("\n")
-    return Document(title=title.strip('"'), text=text)
+def doc_of(c: Country, attribute: str) -> Document:
+    """The corpus document of one fact, as retrieval returns it."""
+    return Document(title=c.name, text=c.fact(attribute))
 
 
 class DemoBuilder:
     """Turns world questions into SFT examples for a tokenizer.
 
     Args:
+        prompt_template: the agent prompt (as data.prompt_template at RL time).
         world: the world (documents are taken from its countries).
         tokenizer: the agent's tokenizer (chat template applied to the prompt as at run time).
         max_obs_length: observation token budget (as rollout.max_obs_length).
         topk: documents per search result (as search.topk); extra documents are random other countries.
     """
 
-    def __init__(self, world: World, tokenizer: Any, max_obs_length: int, topk: int = 1, seed: int = 0):
+    def __init__(self, world: World, tokenizer: Any, max_obs_length: int, topk: int = 1, seed: int = 0,
+                 prompt_template: str = "compact"):
         self.world, self.tok, self.max_obs, self.topk = world, tokenizer, max_obs_length, topk
+        self.prompt_template = prompt_template
         self.rng = random.Random(seed)
         self.eos = tokenizer.eos_token_id
         self._names = list(world.countries)
@@ -64,12 +68,13 @@ class DemoBuilder:
     def _prompt(self, question: str) -> list[int]:
         ids = self._prompt_cache.get(question)
         if ids is None:
-            ids = self._prompt_cache[question] = encode_prompt(self.tok, question)
+            ids = self._prompt_cache[question] = encode_prompt(self.tok, question, self.prompt_template)
         return ids
 
-    def _result(self, first: Document) -> list[Document]:
-        others = [doc_of(self.world.countries[n]) for n in self.rng.sample(self._names, self.topk - 1)]
-        return [first, *others]
+    def _result(self, c: Country, attribute: str) -> list[Document]:
+        """The document of the fact, then (topk > 1) other facts of the same country, as BM25 ranks them."""
+        others = [a for a in (*ATTRIBUTES, "neighbor") if a != attribute]
+        return [doc_of(c, attribute), *(doc_of(c, a) for a in self.rng.sample(others, self.topk - 1))]
 
     def _obs(self, docs: list[Document]) -> list[int]:
         return self._enc(format_observation(docs, self._enc, self.max_obs))
@@ -92,21 +97,20 @@ class DemoBuilder:
         if kind == "two_hop":
             other = self.world.countries[country.neighbor]
             question, answer = TWO_HOP[attribute].format(e=country.name), getattr(other, attribute)
-            say(f"<search> {country.name} </search>")
-            see(self._result(doc_of(country)))
-            say(f"<search> {other.name} </search>")
-            see(self._result(doc_of(other)))
+            say(f"<search> {query_for('neighbor', country.name)} </search>")
+            see(self._result(country, "neighbor"))
+            say(f"<search> {query_for(attribute, other.name)} </search>")
+            see(self._result(other, attribute))
         else:
             question, answer = QUESTIONS[attribute].format(e=country.name), getattr(country, attribute)
+            query = query_for(attribute, country.name)
             if kind in ("search", "retry"):
-                if kind == "retry":
-                    say(f"<search> {country.name} </search>")
-                    wrong = self.world.countries[self.rng.choice(self._names)]
-                    while wrong.name == country.name:
-                        wrong = self.world.countries[self.rng.choice(self._names)]
-                    see(self._result(doc_of(wrong)))
-                say(f"<search> {country.name} </search>")
-                see(self._result(doc_of(country)))
+                if kind == "retry":  # a useless first result: another fact of the country
+                    say(f"<search> {query} </search>")
+                    wrong = self.rng.choice([a for a in (*ATTRIBUTES, "neighbor") if a != attribute])
+                    see([doc_of(country, wrong)])
+                say(f"<search> {query} </search>")
+                see(self._result(country, attribute))
         say(f"<answer> {answer} </answer>")
         ids.append(self.eos)
         mask.append(1)

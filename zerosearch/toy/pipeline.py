@@ -42,13 +42,13 @@ class ToySettings:
     num_kv_heads: int = 4
     intermediate_size: int = 384
     topk: int = 1
-    max_obs_length: int = 96
-    words_per_doc: int = 40
+    max_obs_length: int = 48
+    words_per_doc: int = 12
     sim_steps: int = 800
     sim_batch_size: int = 32
     sim_lr: float = 3e-3
     sim_rows: int = 6000
-    agent_steps: int = 2500
+    agent_steps: int = 1500
     agent_batch_size: int = 32
     agent_lr: float = 3e-3
     # demonstration mixes (search, direct, retry, two_hop): copy first, then learn to skip searching
@@ -111,7 +111,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
 
         texts = [row["contents"] for row in world.corpus()]
         texts += [q.question for qs in world.questions.values() for q in qs]
-        texts += [render_prompt(_NoChat(), "Q?", chat_template="never")] * 50
+        texts += [render_prompt(_NoChat(), "Q?", template="compact", chat_template="never")] * 50
         sim = PromptSet.load("simulate_sft")
         texts += [sim.render(noisy=n, query="Q", question="Q?", answers=["A"], topk=s.topk, words=s.words_per_doc)
                   for n in (False, True)] * 50
@@ -133,7 +133,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
         shutil.rmtree(base, ignore_errors=True)
         make_base(base, seed=s.world_seed + 1)
         train_simulator(base_model=str(base), out_dir=tmp, corpus=str(world_dir / "corpus.jsonl"),
-                        qa_files=[str(world_dir / "sft.jsonl")], query_field="entity", topk=s.topk,
+                        qa_files=[str(world_dir / "sft.jsonl")], query_field="query", topk=s.topk,
                         words=s.words_per_doc, steps=s.sim_steps, batch_size=s.sim_batch_size, lr=s.sim_lr,
                         max_rows=s.sim_rows, eval_rows=200, seed=s.world_seed, log=log)
         shutil.rmtree(base, ignore_errors=True)

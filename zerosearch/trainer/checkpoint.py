@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import torch
 
+from zerosearch.utils.failpoints import failpoint
+
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 
@@ -119,11 +121,13 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_workers(str(tmp / "workers"))
+        failpoint("checkpoint_mid_write", step)
         state_file = tmp / "trainer_state.json"
         with open(state_file, "w") as f:
             json.dump(trainer_state, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        failpoint("checkpoint_before_rename", step)
         if final.exists():  # a re-save of the same step (e.g. final save right after a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)

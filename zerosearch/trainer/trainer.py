@@ -40,6 +40,7 @@ from zerosearch.trainer.data_loader import PromptLoader
 from zerosearch.trainer.dispatch import WorkerGroupEngine, mean_metrics, run_sharded, shard_batch
 from zerosearch.trainer.tracking import Tracker
 from zerosearch.trainer.worker_group import Resources, WorkerGroup
+from zerosearch.utils.failpoints import failpoint
 from zerosearch.workers.fsdp import resolve_device
 
 
@@ -197,6 +198,7 @@ class Trainer:
                                 seed=cfg.trainer.seed * 1_000_003 + step)
         with timed(m, "rollout"):
             trajs = self.train_loop.run(items, r.n, params, step=step - 1)
+        failpoint("after_rollout", step)
         m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
         with timed(m, "reward"):
             scored = [compute_score(t.response_text, list(t.item.golden_answers), score=cfg.reward.score,

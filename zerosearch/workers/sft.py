@@ -56,16 +56,25 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int, max_length: int | N
 def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
     """Token-mean cross-entropy over positions whose *target* token has loss_mask 1.
 
-    Returns (loss, number of target tokens).
+    The LM head runs only where a target is learned (prompts are most of an SFT sequence here, and the
+    vocabulary projection of every prompt position would be thrown away). Returns (loss, target tokens).
     """
     ids = batch["input_ids"].to(device)
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
-                   position_ids=batch["position_ids"].to(device), use_cache=False).logits[:, :-1].float()
-    targets = ids[:, 1:]
-    mask = batch["loss_mask"][:, 1:].to(device)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view_as(mask)
-    n = float(mask.sum())
-    return (ce * mask).sum() / max(n, 1.0), n
+    mask = batch["loss_mask"][:, 1:].to(device) > 0
+    backbone = getattr(model, "model", None)
+    head = getattr(model, "lm_head", None)
+    if backbone is not None and head is not None:
+        hidden = backbone(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                          position_ids=batch["position_ids"].to(device), use_cache=False).last_hidden_state
+        logits = head(hidden[:, :-1][mask]).float()  # (n_targets, vocab)
+    else:  # models without the usual split: full logits
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                       position_ids=batch["position_ids"].to(device), use_cache=False).logits[:, :-1][mask].float()
+    targets = ids[:, 1:][mask]
+    n = int(targets.numel())
+    if n == 0:
+        return logits.sum() * 0.0, 0.0
+    return F.cross_entropy(logits, targets), float(n)
 
 
 class SFTRunner:
