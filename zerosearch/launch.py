@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+
+# transformers' "Loading weights" / "Writing model shards" bars would bury the training log; this must be
+# set before transformers is imported (it reads huggingface_hub's switch once)
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 from dataclasses import dataclass
 from typing import Callable
 

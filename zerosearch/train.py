@@ -9,7 +9,10 @@ whole config is validated once (zerosearch.config.validate) and every problem is
 
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # before transformers is imported
 
 import hydra
 from omegaconf import DictConfig

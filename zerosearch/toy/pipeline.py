@@ -33,7 +33,7 @@ class ToySettings:
     world_seed: int = 0
     n_sft: int = 3000
     n_rl: int = 1000
-    n_test: int = 150
+    n_test: int = 100
     two_hop_share: float = 0.2
     vocab_size: int = 1024
     hidden_size: int = 128
@@ -48,7 +48,7 @@ class ToySettings:
     sim_batch_size: int = 32
     sim_lr: float = 3e-3
     sim_rows: int = 6000
-    agent_steps: int = 1500
+    agent_steps: int = 1000
     agent_batch_size: int = 32
     agent_lr: float = 3e-3
     # demonstration mixes (search, direct, retry, two_hop): copy first, then learn to skip searching
@@ -84,7 +84,11 @@ class Stage:
         return self.path
 
 
-def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
+def _log(text: str) -> None:
+    print(text, flush=True)  # progress must show up in a log file as it happens
+
+
+def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None] = _log) -> dict[str, Path]:
     """World, tokenizer, simulator and warm-started agent; cached by the settings' key."""
     import torch
 

@@ -109,7 +109,8 @@ class Trainer:
         if ray.is_initialized():
             return
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": True,
-                                  "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}}
+                                  "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false",
+                                                               "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}}
         if self.cfg.trainer.ray_address:
             kwargs["address"] = self.cfg.trainer.ray_address
         else:

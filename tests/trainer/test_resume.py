@@ -1,0 +1,88 @@
+"""Kill a real training run with SIGKILL (mid-step, and mid-checkpoint-write), resume it, and check that it
+continues exactly as an uninterrupted run with the same seed would have.
+
+The kills come from failpoints (zerosearch/utils/failpoints.py): the process sends itself SIGKILL at a
+named point, so nothing is flushed or cleaned up, as in a machine failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trainer_fixtures import make_assets, run_overrides
+
+# operational metrics that legitimately differ between runs (wall times, cache state after a restart)
+VOLATILE = ("timing_s/", "search/latency", "search/cache_hits", "search/generations", "search/deadline",
+            "search/server_skips", "search/retries", "val/search/latency", "val/search/cache_hits",
+            "val/search/generations")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory):
+    return make_assets(tmp_path_factory.mktemp("resume"))
+
+
+def _run(overrides: list[str], failpoint: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("ZS_FAILPOINT", None)
+    if failpoint:
+        env["ZS_FAILPOINT"] = failpoint
+    return subprocess.run([sys.executable, "-m", "zerosearch.train", *overrides], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _by_step(run: Path) -> dict[int, dict[str, float]]:
+    """The last metrics line of each step (a resumed run repeats the steps after its checkpoint)."""
+    out: dict[int, dict[str, float]] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
+    return out
+
+
+def _overrides(assets, out: Path) -> list[str]:
+    # 4 steps, a checkpoint every step, validation only at the end (it is compared too)
+    return run_overrides(assets, out, "grpo", steps=4) + [
+        "trainer.val_before_train=false", "trainer.test_freq=0", "logging.backends=[console,jsonl]",
+        "trainer.keep_last_k=3"]
+
+
+@pytest.fixture(scope="module")
+def reference(assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    res = _run(_overrides(assets, out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("failpoint, last_complete", [
+    ("after_rollout:3", 2),              # killed in the middle of step 3
+    ("checkpoint_mid_write:3", 2),       # killed while checkpoint 3 was being written
+    ("checkpoint_before_rename:4", 3),   # killed after the final checkpoint's files, before its rename
+])
+def test_killed_run_resumes_exactly(assets, tmp_path, reference, failpoint, last_complete):
+    out = tmp_path / "run"
+    killed = _run(_overrides(assets, out), failpoint)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpts = out / "checkpoints"
+    assert (ckpts / f"step_{last_complete:06d}" / "trainer_state.json").exists()
+    assert not (ckpts / f"step_{last_complete + 1:06d}").exists()  # the interrupted one is not complete
+    resumed = _run(_overrides(assets, out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ckpts / f'step_{last_complete:06d}'}" in resumed.stdout + resumed.stderr
+    assert not list(ckpts.glob("*.tmp"))
+    ref, got = _by_step(reference), _by_step(out)
+    assert sorted(got) == sorted(ref) == [1, 2, 3, 4]
+    for step in range(last_complete + 1, 5):
+        assert got[step].keys() == ref[step].keys(), step
+        diff = {k: (ref[step][k], got[step][k]) for k in ref[step] if ref[step][k] != got[step][k]}
+        assert not diff, f"step {step} differs after resume: {diff}"
+    s_ref = json.loads((reference / "summary.json").read_text())
+    s_got = json.loads((out / "summary.json").read_text())
+    assert s_got["final_val"] == s_ref["final_val"] and s_got["steps"] == 4
