@@ -87,6 +87,27 @@ def logprobs_exact(mode: str, params: SamplingParams) -> bool:
     return not (params.top_p < 1.0 or 0 < params.top_k)
 
 
+def engine_kwargs_from_config(cfg: Any) -> dict[str, Any]:
+    """`VLLMEngine` keyword arguments from a `ZeroSearchConfig`.
+
+    dtype follows `model.dtype` (auto = float32 on CPU, bfloat16 on GPU); max_model_len =
+    `rollout.max_total_length` (the agent loop never lets a trajectory exceed it); seed = `trainer.seed`;
+    the log-prob mode is chosen from the training sampling settings (`choose_logprobs_mode`).
+    """
+    r = cfg.rollout
+    dtype = cfg.model.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    mode = choose_logprobs_mode(r.temperature, r.top_p, r.top_k)
+    if not logprobs_exact(mode, SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)):
+        logger.warning("rollout: top-k/top-p filtering with temperature %s: vLLM reports log-probs of the "
+                       "filtered distribution, the trainer recomputes the unfiltered one "
+                       "(rollout/log_prob_diff will show it)", r.temperature)
+    return dict(gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
+                enforce_eager=r.enforce_eager, max_model_len=r.max_total_length, dtype=dtype, seed=cfg.trainer.seed,
+                logprobs_mode=mode)
+
+
 class WeightSyncWorkerExtension:
     """Methods added to every vLLM worker (`worker_extension_cls`), called through `collective_rpc`.
 
@@ -211,27 +232,9 @@ class VLLMEngine(GenerationEngine):
     # ------------------------------------------------------------------ construction from the run config
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any, model_path: str | os.PathLike, **overrides: Any) -> "VLLMEngine":
-        """Build the engine of one rank from a `ZeroSearchConfig`.
-
-        dtype follows `model.dtype` (auto = float32 on CPU, bfloat16 on GPU); max_model_len =
-        `rollout.max_total_length` (the agent loop never lets a trajectory exceed it); the log-prob mode
-        is chosen from the training sampling settings (`choose_logprobs_mode`).
-        """
-        r = cfg.rollout
-        dtype = cfg.model.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-        mode = choose_logprobs_mode(r.temperature, r.top_p, r.top_k)
-        if not logprobs_exact(mode, SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)):
-            logger.warning("rollout: top-k/top-p filtering with temperature %s: vLLM reports log-probs of the "
-                           "filtered distribution, the trainer recomputes the unfiltered one "
-                           "(rollout/log_prob_diff will show it)", r.temperature)
-        kwargs: dict[str, Any] = dict(
-            gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
-            enforce_eager=r.enforce_eager, max_model_len=r.max_total_length, dtype=dtype, seed=cfg.trainer.seed,
-            logprobs_mode=mode)
-        kwargs.update(overrides)
-        return cls(model_path, tokenizer, **kwargs)
+        """Build the engine of one rank from a `ZeroSearchConfig` (see `engine_kwargs_from_config`);
+        `overrides` replace any of the keyword arguments."""
+        return cls(model_path, tokenizer, **{**engine_kwargs_from_config(cfg), **overrides})
 
     # ------------------------------------------------------------------ generation
     def _vllm_params(self, params: SamplingParams, cap: int, index: int) -> Any:
