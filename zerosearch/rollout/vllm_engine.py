@@ -40,8 +40,10 @@ machines.
 
 Side effects of an in-process engine on CPU worth knowing (vLLM 0.32, CPU backend): it binds the process'
 OpenMP threads and memory to the NUMA node of its cores, replaces `torch.set_num_threads` with a no-op
-(the engine restores it, see `restore_torch_threads`), seeds torch's global RNG with `seed`, and its
-`shutdown` destroys the default `torch.distributed` process group when vLLM created it.
+(the engine restores it, see `restore_torch_threads`), seeds torch's global RNG with `seed`. In a process whose
+`torch.distributed` is already initialized (an FSDP rank) vLLM joins the existing group (every rank must
+build its engine, since creating vLLM's groups is collective); vLLM's shutdown would then destroy the
+trainer's default group, which `close` prevents (verified with 2 gloo ranks on CPU).
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ class VLLMEngine(GenerationEngine):
             kwargs["enable_sleep_mode"] = True
         kwargs.update(llm_kwargs)
 
+        # a trainer's process group (FSDP ranks) that vLLM joins rather than creates: close() must keep it
+        self._dist_was_initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         env_key, env_old = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
         if in_process:
@@ -340,10 +344,23 @@ class VLLMEngine(GenerationEngine):
         if llm is None:
             return
         self.llm = None  # type: ignore[assignment]
+        dist = torch.distributed
+        destroy = dist.destroy_process_group if dist.is_available() else None
+
+        def destroy_unless_default(group: Any = None) -> None:
+            # vLLM's shutdown destroys the default process group; when a trainer created it, keep it
+            if group is not None and destroy is not None:
+                destroy(group)
+
         try:
+            if self._dist_was_initialized:
+                dist.destroy_process_group = destroy_unless_default
             llm.llm_engine.engine_core.shutdown()
         except Exception as e:  # noqa: BLE001 - best effort: freeing must not raise
             logger.warning("vLLM shutdown: %s", e)
+        finally:
+            if destroy is not None:
+                dist.destroy_process_group = destroy
         del llm
         gc.collect()
         if torch.cuda.is_available():
