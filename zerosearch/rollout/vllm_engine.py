@@ -126,7 +126,8 @@ class WeightSyncWorkerExtension:
         runner = self.model_runner  # type: ignore[attr-defined]
         reload = getattr(runner, "reload_weights", None)
         if reload is not None and "weights_iterator" in inspect.signature(reload).parameters:
-            # vLLM >= 0.1x: in-place reload that re-runs the loader's post-processing (needed on CPU)
+            # vLLM whose reload_weights takes tensors (0.32 does): an in-place reload that re-runs the
+            # loader's post-processing (needed on CPU)
             items = list(weights) if weights is not None else None
             self.reload_weights(weights_iterator=items, weights_path=path)  # type: ignore[attr-defined]
             return len(items) if items is not None else 0
@@ -250,7 +251,7 @@ class VLLMEngine(GenerationEngine):
             n=1,
             temperature=0.0 if params.greedy else params.temperature,
             top_p=params.top_p if not params.greedy else 1.0,
-            top_k=params.top_k if (params.top_k > 0 and not params.greedy) else 0,
+            top_k=params.top_k if (params.top_k > 0 and not params.greedy) else -1,  # -1 = off in every version
             seed=seed,
             max_tokens=cap,
             stop=list(params.stop_strings) or None,
