@@ -162,9 +162,9 @@ class VLLMEngine(GenerationEngine):
         in_process: run the engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` while the
             `LLM` is built), which in-process weight passing needs; the CPU default.
         enable_sleep_mode: GPU only: allow `sleep`/`wake_up` to free device memory between rollouts.
-        restore_torch_threads: on CPU vLLM sets torch's intra-op threads to 1 and disables
-            `torch.set_num_threads`; restore both after start-up, so a trainer sharing the process keeps
-            its threads (vLLM's decode then also uses them).
+        restore_torch_threads: on CPU vLLM replaces `torch.set_num_threads` with a no-op (its own attempt
+            to drop to 1 thread for serving is skipped by that patch, so the count stays); restore the
+            function and the count after start-up, so a trainer sharing the process can still set threads.
         llm_kwargs: passed through to `vllm.LLM` (e.g. max_num_seqs, enable_prefix_caching).
     """
 
