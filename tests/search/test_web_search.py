@@ -14,7 +14,8 @@ from zerosearch.search.types import SearchRequest
 from zerosearch.search.web import MissingApiKeyError, SerpApiEngine, parse_serpapi_response, scrub
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"
-FAST = dict(timeout_s=2.0, backoff_s=0.01, backoff_max_s=0.02)
+# generous per-try timeout: these tests count retries exactly, and a loaded CI machine must not add one
+FAST = dict(timeout_s=10.0, backoff_s=0.01, backoff_max_s=0.02)
 
 SUCCESS = {
     "search_metadata": {"id": "abc", "status": "Success", "json_endpoint": "https://serpapi.com/searches/abc.json"},

