@@ -7,7 +7,6 @@ chosen responses with the framework's own SFT step; greedy decoding then reprodu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

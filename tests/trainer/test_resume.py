@@ -86,3 +86,15 @@ def test_killed_run_resumes_exactly(assets, tmp_path, reference, failpoint, last
     s_ref = json.loads((reference / "summary.json").read_text())
     s_got = json.loads((out / "summary.json").read_text())
     assert s_got["final_val"] == s_ref["final_val"] and s_got["steps"] == 4
+
+
+def test_auto_resume_refuses_a_checkpoint_of_another_run(assets, reference, tmp_path):
+    """resume=auto must not continue a different experiment that happens to share the folder."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    res = _run(_overrides(assets, out) + ["trainer.seed=8"])
+    assert res.returncode != 0
+    err = res.stderr + res.stdout
+    assert "belongs to a different run" in err and "trainer.seed: checkpoint 7, now 8" in err

@@ -203,6 +203,11 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
     settings = ToySettings()
     art = build_artefacts(settings, Path(os.environ.get("ZS_TOY_CACHE", REPO_ROOT / ".cache" / "toy")))
     ov = toy_overrides(art, algorithm)
+    if "OUTPUT_DIR" not in pairs and not any(o.startswith("trainer.output_dir=") for o in overrides):
+        # a fresh folder per run: running the default command again runs it again (and never resumes a run
+        # made with other artefacts); OUTPUT_DIR <folder> trainer.resume=auto continues a given run
+        seed = pairs.get("SEED", "1")
+        ov.append(f"trainer.output_dir=outputs/toy/{algorithm}_seed{seed}_{time.strftime('%Y%m%d-%H%M%S')}")
     for key, value in pairs.items():
         ov.extend(KEYS[key].to_overrides(value))
     ov.extend(overrides)

@@ -148,6 +148,17 @@ class Trainer:
         if not (path / "trainer_state.json").exists():
             raise FileNotFoundError(f"trainer.resume={mode}: {path} is not a complete checkpoint")
         state = CheckpointManager.read_state(path)
+        mine, theirs = run_fingerprint(self.cfg), state.get("fingerprint", {})
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError(
+                f"trainer.resume={mode}: the checkpoint {path} belongs to a different run ("
+                + "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {mine.get(k)!r}" for k in differ)
+                + "). Use another trainer.output_dir / EXPERIMENT_NAME for a new run, or trainer.resume=disable "
+                "to start over in this folder.")
+        if int(state["step"]) >= self.cfg.trainer.total_steps:
+            self._log(f"[checkpoint] {path} is at step {state['step']} of {self.cfg.trainer.total_steps}: the run "
+                      "is complete; validating and exporting it again")
         self.group.call("load_checkpoint", str(path / "workers"))
         self.step = int(state["step"])
         self.loader.load_state_dict(state["loader"])
@@ -157,7 +168,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Path:
-        cfg, t = self.cfg, self.cfg.trainer
+        t = self.cfg.trainer
         try:
             if t.val_before_train and self.step == 0 and self.val_items:
                 val = self.validate(step=0)
@@ -274,8 +285,8 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def save_checkpoint(self) -> Path:
         state = {"step": self.step, "loader": self.loader.state_dict(), "kl_coef": self.kl_ctrl.value,
-                 "initial_val": self.initial_val, "seed": self.cfg.trainer.seed,
-                 "total_steps": self.cfg.trainer.total_steps}
+                 "initial_val": self.initial_val, "total_steps": self.cfg.trainer.total_steps,
+                 "fingerprint": run_fingerprint(self.cfg)}
         path = self.ckpt.save(self.step, lambda p: self.group.call("save_checkpoint", p), state)
         self._log(f"[checkpoint] saved {path}")
         return path
@@ -304,6 +315,15 @@ class Trainer:
         if getattr(self, "group", None) is not None:
             self.group.shutdown()
             self.group = None  # type: ignore[assignment]
+
+
+def run_fingerprint(cfg: ZeroSearchConfig) -> dict[str, Any]:
+    """What makes a checkpoint belong to this run: resuming across a change of any of these would silently
+    continue a different experiment (other settings, e.g. lr or logging, may change on resume)."""
+    train, _ = _data_files(cfg)
+    return {"model.path": os.path.abspath(cfg.model.path), "data.train_files": [os.path.abspath(f) for f in train],
+            "algorithm.adv_estimator": cfg.algorithm.adv_estimator, "rollout.n": cfg.rollout.n,
+            "data.train_batch_size": cfg.data.train_batch_size, "trainer.seed": cfg.trainer.seed}
 
 
 def _data_files(cfg: ZeroSearchConfig) -> tuple[list[str], list[str]]:

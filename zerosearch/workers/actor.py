@@ -17,7 +17,7 @@ from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.workers import fsdp
 from zerosearch.workers.batching import (
-    Batch, loss_scale, micro_batches, pad_to, response_logits, split_fixed, token_log_probs, trim)
+    Batch, loss_scale, map_rows, micro_batches, response_logits, split_fixed, token_log_probs, trim)
 from zerosearch.workers.optim import build_optimizer, build_scheduler, warmup_steps
 
 
@@ -95,20 +95,21 @@ class PolicyWorker:
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
     def _log_probs(self, model: torch.nn.Module, batch: Batch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log-probs (B, R) under rollout.temperature and optionally entropies (B, R), 0 off the mask."""
         temperature = self.cfg.rollout.temperature or 1.0
-        R = batch["responses"].shape[1]
-        lps, ents = [], []
-        for mb in split_fixed(batch, self.cfg.ref.micro_batch_size_per_worker):
-            mb, _ = trim(mb)
+        a = self.cfg.actor
+
+        def fn(mb: Batch) -> tuple[torch.Tensor, ...]:
             logits = response_logits(model, mb, self.device)
             if temperature != 1.0:
                 logits = logits / temperature
-            lps.append(pad_to(token_log_probs(logits, mb["responses"].to(self.device)).cpu(), R))
-            if with_entropy:
-                ents.append(pad_to(entropy_from_logits(logits, chunk_size=self.cfg.actor.entropy_chunk_size).cpu(), R))
+            lp = token_log_probs(logits, mb["responses"].to(self.device))
+            return (lp, entropy_from_logits(logits, chunk_size=a.entropy_chunk_size)) if with_entropy else (lp,)
+
+        outs = map_rows(fn, batch, self.cfg.ref.micro_batch_size_per_worker, a.use_dynamic_bsz,
+                        a.max_tokens_per_micro_batch)
         mask = batch["response_mask"]
-        lp = torch.cat(lps) * mask
-        return lp, (torch.cat(ents) * mask if with_entropy else None)
+        return outs[0] * mask, (outs[1] * mask if with_entropy else None)
 
     def compute_log_prob(self, batch: Batch) -> dict[str, torch.Tensor]:
         """old_log_prob (B, R) and entropy (B, R) of the current actor, 0 off the response mask."""

@@ -7,7 +7,7 @@ tensors the trainer adds (`old_log_prob`, `ref_log_prob`, `advantages`, `values`
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -34,6 +34,11 @@ def split_by_tokens(batch: Batch, max_tokens: int) -> list[Batch]:
 
     A single row longer than max_tokens gets a micro-batch of its own.
     """
+    return [select(batch, idx) for idx in token_groups(batch, max_tokens)]
+
+
+def token_groups(batch: Batch, max_tokens: int) -> list[torch.Tensor]:
+    """Row indices of the dynamic micro-batches of `split_by_tokens` (each sorted ascending)."""
     lengths = batch["attention_mask"].sum(-1)
     order = torch.argsort(lengths, descending=True, stable=True)
     groups: list[list[int]] = []
@@ -48,7 +53,7 @@ def split_by_tokens(batch: Batch, max_tokens: int) -> list[Batch]:
         cur_max = max(cur_max, L)
     if cur:
         groups.append(cur)
-    return [select(batch, torch.tensor(sorted(g))) for g in groups]
+    return [torch.tensor(sorted(g)) for g in groups]
 
 
 def trim(batch: Batch) -> tuple[Batch, int]:
@@ -100,6 +105,26 @@ def response_values(model: nn.Module, batch: Batch, device: torch.device) -> tor
 
 def micro_batches(batch: Batch, size: int, dynamic: bool, max_tokens: int) -> Iterator[Batch]:
     yield from (split_by_tokens(batch, max_tokens) if dynamic else split_fixed(batch, size))
+
+
+def map_rows(fn: Callable[[Batch], tuple[torch.Tensor, ...]], batch: Batch, size: int, dynamic: bool,
+             max_tokens: int) -> tuple[torch.Tensor, ...]:
+    """Apply a per-row function over micro-batches (fixed size, or packed by tokens) and put the rows back
+    in their original order.
+
+    `fn` gets a *trimmed* micro-batch and returns a tuple of (rows, R') tensors; each is padded back to the
+    batch's R columns. Returns the tuple of (B, R) float tensors on the CPU.
+    """
+    B, R = batch["responses"].shape
+    groups = token_groups(batch, max_tokens) if dynamic else [torch.arange(i, min(i + size, B)) for i in range(0, B, size)]
+    outs: list[torch.Tensor] = []
+    for idx in groups:
+        mb, _ = trim(select(batch, idx))
+        for k, t in enumerate(fn(mb)):
+            if k == len(outs):
+                outs.append(torch.zeros((B, R), dtype=torch.float32))
+            outs[k][idx] = pad_to(t.float().cpu(), R)
+    return tuple(outs)
 
 
 def pad_to(x: torch.Tensor, R: int) -> torch.Tensor:

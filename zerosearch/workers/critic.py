@@ -10,7 +10,7 @@ import torch.distributed as dist
 from zerosearch.algos.losses import value_loss
 from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.workers import fsdp
-from zerosearch.workers.batching import Batch, loss_scale, pad_to, response_values, split_fixed, trim
+from zerosearch.workers.batching import Batch, loss_scale, map_rows, micro_batches, response_values, split_fixed, trim
 from zerosearch.workers.optim import build_optimizer, build_scheduler, warmup_steps
 
 
@@ -41,12 +41,11 @@ class CriticWorker:
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         """values (B, R), 0 off the response mask."""
         self.critic.eval()
-        R = batch["responses"].shape[1]
-        vals = []
-        for mb in split_fixed(batch, self.cfg.critic.micro_batch_size_per_worker):
-            mb, _ = trim(mb)
-            vals.append(pad_to(response_values(self.critic, mb, self.device).cpu(), R))
-        return {"values": torch.cat(vals) * batch["response_mask"]}
+        a = self.cfg.actor
+        (values,) = map_rows(lambda mb: (response_values(self.critic, mb, self.device),), batch,
+                             self.cfg.critic.micro_batch_size_per_worker, a.use_dynamic_bsz,
+                             a.max_tokens_per_micro_batch)
+        return {"values": values * batch["response_mask"]}
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         c, cfg = self.cfg.critic, self.cfg
@@ -62,7 +61,8 @@ class CriticWorker:
                 if dist.is_initialized() and self.world_size > 1:
                     dist.all_reduce(counts)
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in split_fixed(mb, c.micro_batch_size_per_worker):
+                for micro in micro_batches(mb, c.micro_batch_size_per_worker, cfg.actor.use_dynamic_bsz,
+                                           cfg.actor.max_tokens_per_micro_batch):
                     micro, _ = trim(micro)
                     mask = micro["response_mask"].to(self.device)
                     vpred = response_values(self.critic, micro, self.device)
