@@ -62,6 +62,7 @@ def test_key_not_in_config():
 
 def test_retries_429_and_500_then_parses(key_env, caplog):
     caplog.set_level(logging.DEBUG)  # httpx logs every request URL (with the key) at INFO
+    caplog.set_level(logging.DEBUG, logger="httpx")  # importing vLLM sets httpx to WARNING
     with ScriptedServer([(429, {"error": "throughput"}), echo_url, (200, SUCCESS)]) as srv:
         with SerpApiEngine(endpoint=srv.url + "/search.json", topk=2, location="Austin, Texas", **FAST) as eng:
             res = eng.search([SearchRequest("prodigal son", golden_answers=("Jesus",))])
@@ -85,6 +86,7 @@ def test_retries_429_and_500_then_parses(key_env, caplog):
 
 def test_failures_fall_back_and_never_leak_the_key(key_env, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")
     with ScriptedServer([echo_url]) as srv, \
             SerpApiEngine(endpoint=srv.url + "/search.json", max_retries=2, **FAST) as eng:
         res = eng.search([SearchRequest("q1"), SearchRequest("q2")])
