@@ -42,3 +42,34 @@ def run_overrides(a: dict[str, Path], out: Path, algorithm: str = "grpo", steps:
         "logging.backends=[console,jsonl,tensorboard,wandb]", "logging.wandb_mode=offline",
         "logging.progress_bar=false",
     ]
+
+
+def teach_to_search(model_dir: Path, questions: list[str], template: str = "zerosearch", steps: int = 80) -> None:
+    """Fit the tiny agent in `model_dir` (in place) to answer every prompt with `<search> question </search>`,
+    so a short run from it really sends queries (a random tiny model never closes a search tag)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from zerosearch.data.prompts import encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    rows = []
+    for q in questions:
+        prompt = encode_prompt(tok, q, template)
+        target = tok(f"<search> {q} </search>", add_special_tokens=False).input_ids
+        rows.append((prompt + target, [-100] * len(prompt) + target))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r, _ in rows])[:, None]).long()
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(model_dir)

@@ -241,5 +241,5 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
         print(f"validation cover-EM: {iv['cover_em']:.3f} -> {fv['cover_em']:.3f} "
               f"(F1 {iv['f1']:.3f} -> {fv['f1']:.3f}; real BM25 search, {int(fv['n'])} held-out questions)")
     print(f"plot: {png}")
-    print(f"summary: {summary_path}", flush=True)
+    print(summary_path, flush=True)  # the last line: the path of summary.json, nothing else
     return 0

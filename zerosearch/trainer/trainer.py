@@ -359,5 +359,5 @@ def run_training(cfg: ZeroSearchConfig) -> Path:
     torch.manual_seed(cfg.trainer.seed)
     trainer = Trainer(cfg)
     path = trainer.fit()
-    print(f"summary: {path}", flush=True)
+    print(path, flush=True)  # the last line: the path of summary.json, nothing else
     return path

@@ -1,0 +1,129 @@
+"""The launchers as users call them: `bash train_grpo.sh KEY value ...` in a shell, real processes.
+
+- an unknown key exits non-zero listing the known keys; a missing MODEL_PATH / DATA_PATH exits non-zero
+  naming the path, before Ray or a model starts;
+- the seed's own command line (ZEROSEARCH.md) runs end to end once its paths exist: tiny local folders named
+  as in the seed, a real HTTP simulation server on 127.0.0.1 (the stub server speaking the OpenAI chat API),
+  and Hydra overrides after it that shrink the run to two steps on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from trainer_fixtures import make_assets, teach_to_search
+
+from zerosearch.data.qa import load_qa, write_parquet
+from zerosearch.search.stub_server import StubSimServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# the seed's command line, as ZEROSEARCH.md writes it
+SEED_LINE = ("NUM_GPUS_PER_NODE 4 MODEL_PATH Llama-3.2-3B DATA_PATH ZeroSearch_dataset TOTAL_STEPS 203 "
+             "IP localhost:6001 SEARCH_MODE simulate_sft SIMULATION_LLM SearchSimulation_14B "
+             "START_THRESHOLD 0.25 END_THRESHOLD 0.5").split()
+
+
+def _launch(script: str, args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    # the test's own environment is the launcher's .venv (set up already: setup_env.sh returns at once)
+    env = {**os.environ, "ZS_VENV": str(Path(sys.executable).parents[1]),
+           "WANDB_SILENT": "true"}
+    return subprocess.run(["bash", str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("script", ["train_grpo.sh", "train_ppo.sh"])
+def test_unknown_key_lists_the_known_keys(script, tmp_path):
+    t0 = time.monotonic()
+    r = _launch(script, ["TOTAL_STEP", "5"], tmp_path)
+    assert r.returncode != 0
+    assert "unknown key 'TOTAL_STEP' (did you mean TOTAL_STEPS?)" in r.stderr
+    for key in ("NUM_GPUS_PER_NODE", "MODEL_PATH", "DATA_PATH", "IP", "SEARCH_MODE", "SIMULATION_LLM",
+                "START_THRESHOLD", "END_THRESHOLD", "SEARCH_ENGINE", "MAX_TURNS", "TOPK", "SEED"):
+        assert f"\n  {key} " in r.stderr, key
+    assert "Started a local Ray instance" not in r.stdout + r.stderr  # failed before Ray
+    print(f"unknown key: exit {r.returncode} after {time.monotonic() - t0:.2f} s")
+
+
+def test_a_key_without_value_or_given_twice(tmp_path):
+    r = _launch("train_grpo.sh", ["SEED"], tmp_path)
+    assert r.returncode != 0 and "key SEED has no value" in r.stderr
+    r = _launch("train_grpo.sh", ["SEED", "1", "SEED", "2"], tmp_path)
+    assert r.returncode != 0 and "key SEED given twice ('1' and '2')" in r.stderr
+
+
+@pytest.mark.parametrize("script", ["train_grpo.sh", "train_ppo.sh"])
+def test_missing_paths_are_named_before_anything_starts(script, tmp_path):
+    (tmp_path / "model").mkdir()
+    t0 = time.monotonic()
+    r = _launch(script, ["MODEL_PATH", "Llama-3.2-3B", "DATA_PATH", "ZeroSearch_dataset"], tmp_path)
+    assert r.returncode != 0
+    assert "MODEL_PATH 'Llama-3.2-3B' does not exist" in r.stderr and str(tmp_path / "Llama-3.2-3B") in r.stderr
+    r = _launch(script, ["MODEL_PATH", "model", "DATA_PATH", "ZeroSearch_dataset"], tmp_path)
+    assert r.returncode != 0 and "DATA_PATH 'ZeroSearch_dataset' does not exist" in r.stderr
+    (tmp_path / "ZeroSearch_dataset").mkdir()
+    r = _launch(script, ["DATA_PATH", "ZeroSearch_dataset", "MODEL_PATH", "model"], tmp_path)
+    assert r.returncode != 0 and "has no train.parquet" in r.stderr
+    assert "Started a local Ray instance" not in r.stdout + r.stderr  # failed before Ray
+    print(f"missing paths: 3 launches in {time.monotonic() - t0:.2f} s")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_the_seed_command_line_runs(tmp_path):
+    """The seed's line, word for word, from a folder holding Llama-3.2-3B/ and ZeroSearch_dataset/ (tiny),
+    with a simulation server on localhost:6001; overrides after it make the run two small steps on CPU."""
+    assets = make_assets(tmp_path / "assets")
+    teach_to_search(assets["agent"], [r.question for r in load_qa(assets["train"])])
+    os.symlink(assets["agent"], tmp_path / "Llama-3.2-3B")
+    for split, src in (("train", assets["train"]), ("test", assets["val"])):
+        write_parquet(load_qa(src), tmp_path / "ZeroSearch_dataset" / f"{split}.parquet", split)
+    port = 6001 if _port_free(6001) else 0  # the seed's port when it is free (it is in CI)
+    with StubSimServer(port=port) as srv:
+        args = list(SEED_LINE)
+        if port == 0:
+            args[args.index("IP") + 1] = f"localhost:{srv.port}"
+        shrink = [
+            "trainer.total_steps=2", "rollout.engine=hf", "model.dtype=float32",
+            "model.gradient_checkpointing=false", "trainer.cpu_workers=2",
+            "data.train_batch_size=2", "data.val_batch_size=8", "data.max_prompt_length=400",
+            "rollout.n=2", "rollout.max_turns=1", "rollout.max_response_length=12", "rollout.max_obs_length=48",
+            "rollout.max_total_length=600", "actor.ppo_mini_batch_size=2", "actor.micro_batch_size_per_worker=2",
+            "actor.use_dynamic_bsz=false", "search.simulation.max_tokens=24", "search.topk=1",
+            f"search.retrieval.corpus_path={assets['corpus']}", "trainer.save_freq=-1", "trainer.test_freq=-1",
+            "trainer.val_before_train=false", "logging.wandb_mode=offline", "logging.progress_bar=false",
+            f"trainer.output_dir={tmp_path / 'run'}",
+        ]
+        r = _launch("train_grpo.sh", args + shrink, tmp_path)
+        requests = list(srv.requests)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    launched = next(line for line in r.stdout.splitlines() if line.startswith("[launch]"))
+    for override in ("trainer.n_gpus_per_node=4", f"model.path={tmp_path / 'Llama-3.2-3B'}",
+                     f"data.path={tmp_path / 'ZeroSearch_dataset'}", "trainer.total_steps=203", "search=simulate_sft",
+                     "search.simulation.model_name=SearchSimulation_14B", "curriculum.start_threshold=0.25",
+                     "curriculum.end_threshold=0.5"):
+        assert override in launched, override
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in rows if x.get("step", 0) > 0 and "critic/score/mean" in x]
+    assert [x["step"] for x in steps] == [1, 2]
+    assert steps[0]["search/noise_prob"] == pytest.approx(0.25) and steps[1]["search/noise_prob"] == pytest.approx(0.5)
+    # the agent's searches went to the simulation server, under the seed's served model name
+    chats = [body for path, body in requests if path == "/v1/chat/completions"]
+    assert sum(x["search/requests"] for x in steps) == len(chats) > 0
+    assert {body["model"] for body in chats} == {"SearchSimulation_14B"}
+    summary = Path(r.stdout.strip().splitlines()[-1])
+    assert summary.name == "summary.json" and json.loads(summary.read_text())["steps"] == 2
