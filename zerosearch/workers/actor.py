@@ -107,7 +107,7 @@ class PolicyWorker:
             return (lp, entropy_from_logits(logits, chunk_size=a.entropy_chunk_size)) if with_entropy else (lp,)
 
         outs = map_rows(fn, batch, self.cfg.ref.micro_batch_size_per_worker, a.use_dynamic_bsz,
-                        a.max_tokens_per_micro_batch)
+                        a.max_tokens_per_micro_batch, self.device)
         mask = batch["response_mask"]
         return outs[0] * mask, (outs[1] * mask if with_entropy else None)
 
@@ -148,7 +148,7 @@ class PolicyWorker:
                 g_seqs = _all_reduce_sum(float((mask_all.sum(-1) > 0).sum()), self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in micro_batches(mb, a.micro_batch_size_per_worker, a.use_dynamic_bsz,
-                                           a.max_tokens_per_micro_batch):
+                                           a.max_tokens_per_micro_batch, self.device):
                     micro, _ = trim(micro)
                     mask = micro["response_mask"].to(self.device)
                     logits = response_logits(self.actor, micro, self.device)

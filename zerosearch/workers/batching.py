@@ -29,16 +29,22 @@ def split_fixed(batch: Batch, size: int) -> list[Batch]:
     return [select(batch, slice(i, i + size)) for i in range(0, n, size)]
 
 
-def split_by_tokens(batch: Batch, max_tokens: int) -> list[Batch]:
+def split_by_tokens(batch: Batch, max_tokens: int, min_groups: int = 1) -> list[Batch]:
     """Dynamic micro-batches: rows packed (longest first) so that rows x padded length <= max_tokens.
 
     A single row longer than max_tokens gets a micro-batch of its own.
     """
-    return [select(batch, idx) for idx in token_groups(batch, max_tokens)]
+    return [select(batch, idx) for idx in token_groups(batch, max_tokens, min_groups)]
 
 
-def token_groups(batch: Batch, max_tokens: int) -> list[torch.Tensor]:
-    """Row indices of the dynamic micro-batches of `split_by_tokens` (each sorted ascending)."""
+def token_groups(batch: Batch, max_tokens: int, min_groups: int = 1) -> list[torch.Tensor]:
+    """Row indices of the dynamic micro-batches of `split_by_tokens` (each sorted ascending).
+
+    Rows are packed longest first while rows x longest row <= max_tokens. With `min_groups`, the largest
+    groups are halved until there are that many: FSDP ranks must run the same number of forward passes
+    (each one all-gathers parameters), so every rank asks for the most groups any rank needs
+    (`same_count_over_ranks`).
+    """
     lengths = batch["attention_mask"].sum(-1)
     order = torch.argsort(lengths, descending=True, stable=True)
     groups: list[list[int]] = []
@@ -53,7 +59,32 @@ def token_groups(batch: Batch, max_tokens: int) -> list[torch.Tensor]:
         cur_max = max(cur_max, L)
     if cur:
         groups.append(cur)
+    if min_groups > len(order):
+        raise ValueError(f"cannot cut {len(order)} rows into {min_groups} micro-batches")
+    while len(groups) < min_groups:
+        k = max(range(len(groups)), key=lambda j: len(groups[j]))
+        g = groups[k]
+        groups[k:k + 1] = [g[:len(g) // 2], g[len(g) // 2:]]
     return [torch.tensor(sorted(g)) for g in groups]
+
+
+def max_over_ranks(n: int, device: torch.device | str | None = None) -> int:
+    """The largest `n` over the ranks of the default process group (`n` itself when there is none)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return n
+    t = torch.tensor([n], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def same_count_token_groups(batch: Batch, max_tokens: int, device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """`token_groups`, with as many groups on this rank as on the rank that needs the most (a collective:
+    every rank must call it)."""
+    groups = token_groups(batch, max_tokens)
+    n = max_over_ranks(len(groups), device)
+    return groups if n == len(groups) else token_groups(batch, max_tokens, min_groups=n)
 
 
 def trim(batch: Batch) -> tuple[Batch, int]:
@@ -103,20 +134,27 @@ def response_values(model: nn.Module, batch: Batch, device: torch.device) -> tor
     return out.logits[:, -R - 1:-1, 0].float()
 
 
-def micro_batches(batch: Batch, size: int, dynamic: bool, max_tokens: int) -> Iterator[Batch]:
-    yield from (split_by_tokens(batch, max_tokens) if dynamic else split_fixed(batch, size))
+def micro_batches(batch: Batch, size: int, dynamic: bool, max_tokens: int,
+                  device: torch.device | str | None = None) -> Iterator[Batch]:
+    """Fixed-size micro-batches, or token-packed ones with the same count on every rank (`device`: where
+    the count is all-reduced, the process group's device)."""
+    if dynamic:
+        yield from (select(batch, idx) for idx in same_count_token_groups(batch, max_tokens, device))
+    else:
+        yield from split_fixed(batch, size)
 
 
 def map_rows(fn: Callable[[Batch], tuple[torch.Tensor, ...]], batch: Batch, size: int, dynamic: bool,
-             max_tokens: int) -> tuple[torch.Tensor, ...]:
-    """Apply a per-row function over micro-batches (fixed size, or packed by tokens) and put the rows back
-    in their original order.
+             max_tokens: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
+    """Apply a per-row function over micro-batches (fixed size, or packed by tokens with the same count on
+    every rank) and put the rows back in their original order.
 
     `fn` gets a *trimmed* micro-batch and returns a tuple of (rows, R') tensors; each is padded back to the
     batch's R columns. Returns the tuple of (B, R) float tensors on the CPU.
     """
     B, R = batch["responses"].shape
-    groups = token_groups(batch, max_tokens) if dynamic else [torch.arange(i, min(i + size, B)) for i in range(0, B, size)]
+    groups = (same_count_token_groups(batch, max_tokens, device) if dynamic
+              else [torch.arange(i, min(i + size, B)) for i in range(0, B, size)])
     outs: list[torch.Tensor] = []
     for idx in groups:
         mb, _ = trim(select(batch, idx))

@@ -44,7 +44,7 @@ class CriticWorker:
         a = self.cfg.actor
         (values,) = map_rows(lambda mb: (response_values(self.critic, mb, self.device),), batch,
                              self.cfg.critic.micro_batch_size_per_worker, a.use_dynamic_bsz,
-                             a.max_tokens_per_micro_batch)
+                             a.max_tokens_per_micro_batch, self.device)
         return {"values": values * batch["response_mask"]}
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
@@ -62,7 +62,7 @@ class CriticWorker:
                     dist.all_reduce(counts)
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in micro_batches(mb, c.micro_batch_size_per_worker, cfg.actor.use_dynamic_bsz,
-                                           cfg.actor.max_tokens_per_micro_batch):
+                                           cfg.actor.max_tokens_per_micro_batch, self.device):
                     micro, _ = trim(micro)
                     mask = micro["response_mask"].to(self.device)
                     vpred = response_values(self.critic, micro, self.device)
