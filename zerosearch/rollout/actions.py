@@ -61,22 +61,33 @@ class ParsedTurn:
     observation: str | None = None
 
 
-_INFO_RE = re.compile(r"<information>(.*?)(?:</information>|\Z)", re.DOTALL)
+_INFO_OPEN, _INFO_CLOSE = "<information>", "</information>"
 
 
 def split_response(response: str) -> list[ParsedTurn]:
     """Split a whole multi-turn response into policy turns and their `<information>` observations.
 
-    Policy text runs until an `<information>` block; each block is attached to the turn before it. A
-    truncated final block (no closing tag) still counts as that turn's observation.
+    An `<information>` block is an observation only where the environment could have put it: right after
+    a turn that ends in `</search>` (whitespace between them). Agents also *write* the tag themselves (a
+    known failure mode: the model imagines its own results); such text stays part of the policy turn, as
+    it was sampled. A truncated final observation (no closing tag) still counts as that turn's.
     """
     turns: list[ParsedTurn] = []
-    pos = 0
-    for m in _INFO_RE.finditer(response):
-        policy = response[pos:m.start()]
-        turns.append(ParsedTurn(policy, parse_action(policy)[0], m.group(1)))
-        pos = m.end()
-    tail = response[pos:]
+    turn_start = scan = 0
+    while True:
+        open_at = response.find(_INFO_OPEN, scan)
+        if open_at < 0:
+            break
+        policy = response[turn_start:open_at]
+        if not policy.rstrip().endswith("</search>"):
+            scan = open_at + len(_INFO_OPEN)  # written by the model: part of its turn
+            continue
+        body_at = open_at + len(_INFO_OPEN)
+        close_at = response.find(_INFO_CLOSE, body_at)
+        end = len(response) if close_at < 0 else close_at + len(_INFO_CLOSE)
+        turns.append(ParsedTurn(policy, parse_action(policy)[0], response[body_at:close_at if close_at >= 0 else end]))
+        turn_start = scan = end
+    tail = response[turn_start:]
     if tail.strip() or not turns:
         turns.append(ParsedTurn(tail, parse_action(tail)[0], None))
     return turns
