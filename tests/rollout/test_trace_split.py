@@ -72,3 +72,21 @@ def test_information_written_by_the_model_stays_in_its_turn():
 def test_a_truncated_last_observation_belongs_to_the_search():
     turns = split_response("<search> q </search>\n<information>Doc 1 cut off")
     assert len(turns) == 1 and turns[0].action.content == "q" and turns[0].observation == "Doc 1 cut off"
+
+
+def test_search_again_rates_split_by_whether_the_result_held_the_answer():
+    from zerosearch.rollout.collate import search_again_rates
+    from zerosearch.rollout.types import PromptItem, Trajectory
+
+    def traj(hits: list[bool], stop: str) -> Trajectory:
+        t = Trajectory(prompt_ids=[1], item=PromptItem([1], "r"))
+        t.search_has_answer = list(hits)
+        t.stats.searches, t.stats.stop_reason = len(hits), stop
+        return t
+
+    trajs = [traj([False, True], "answer"),           # miss -> searched again; hit -> answered
+             traj([False], "answer"),                 # miss -> answered
+             traj([False, False], "no_answer_at_final_turn"),  # miss -> again; miss -> tried again at the end
+             traj([], "answer")]
+    assert search_again_rates(trajs) == {"env/search_again_after_miss": 3 / 4, "env/search_again_after_hit": 0.0}
+    assert search_again_rates([traj([], "answer")], "val/") == {}

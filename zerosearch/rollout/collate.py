@@ -84,4 +84,29 @@ def trajectory_metrics(trajs: Sequence[Trajectory], prefix: str = "env/") -> dic
         "response_length/policy_tokens_mean": mean(policy),
     }
     out.update({f"{prefix}stop_reason/{k or 'none'}": v for k, v in sorted(reasons.items())})
+    out.update(search_again_rates(trajs, prefix))
+    return out
+
+
+def search_again_rates(trajs: Sequence[Trajectory], prefix: str = "env/") -> dict[str, float]:
+    """How often a search result was followed by another search, split by whether the result held a gold
+    answer: `search_again_after_miss` (answer-free results, e.g. noisy documents) and `..._after_hit`.
+
+    ZeroSearch trains the agent to search again when the documents do not help; a rising `after_miss`
+    next to a low `after_hit` is that behaviour. A search at the last allowed turn counts as followed by a
+    search when the agent tried to search once more (stop reason `no_answer_at_final_turn`). A rate is left
+    out when the batch had no result of its kind.
+    """
+    counts = {True: [0, 0], False: [0, 0]}  # has_answer -> [results, followed by a search]
+    for t in trajs:
+        hits = t.search_has_answer
+        for i, hit in enumerate(hits):
+            again = i < len(hits) - 1 or t.stats.stop_reason == "no_answer_at_final_turn"
+            counts[bool(hit)][0] += 1
+            counts[bool(hit)][1] += int(again)
+    out = {}
+    for hit, name in ((False, "miss"), (True, "hit")):
+        n, again = counts[hit]
+        if n:
+            out[f"{prefix}search_again_after_{name}"] = again / n
     return out

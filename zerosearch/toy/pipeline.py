@@ -234,8 +234,12 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
     for name, s in (("noise 0", "0"), ("noise 0.5", "0.5")):
         a, b = iv.get("noise", {}).get(s), fv.get("noise", {}).get(s)
         if a and b:
+            again = ""
+            if "search_again_after_miss" in a and "search_again_after_miss" in b:
+                again = (f", search again after an answer-free result {a['search_again_after_miss']:.2f} -> "
+                         f"{b['search_again_after_miss']:.2f}")
             print(f"[toy] simulated search at {name}: cover-EM {a['cover_em']:.3f} -> {b['cover_em']:.3f}, "
-                  f"searches {a['searches']:.2f} -> {b['searches']:.2f}")
+                  f"searches {a['searches']:.2f} -> {b['searches']:.2f}{again}")
     print(f"[toy] total time {summary['toy_total_time_s'] / 60:.1f} min")
     if iv and fv:
         print(f"validation cover-EM: {iv['cover_em']:.3f} -> {fv['cover_em']:.3f} "

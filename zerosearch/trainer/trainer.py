@@ -269,10 +269,13 @@ class Trainer:
                 self.train_loop, self.val_items, cfg.data.val_batch_size, cfg.rollout.val_temperature,
                 noise_prob=p, step=step)
             tag = f"val_noise_{p:g}"
+            again = {k.removeprefix("env/"): v for k, v in env_noise.items() if k.startswith("env/search_again_")}
             metrics.update({f"{tag}/cover_em": s_noise["cover_em"], f"{tag}/f1": s_noise["f1"],
-                            f"{tag}/searches": env_noise["env/searches/mean"]})
+                            f"{tag}/searches": env_noise["env/searches/mean"],
+                            **{f"{tag}/{k}": v for k, v in again.items()}})
             summary.setdefault("noise", {})[f"{p:g}"] = {"cover_em": s_noise["cover_em"], "em": s_noise["em"],
-                                                         "f1": s_noise["f1"], "searches": env_noise["env/searches/mean"]}
+                                                         "f1": s_noise["f1"], "searches": env_noise["env/searches/mean"],
+                                                         **again}
             self.train_search.pop_metrics()
         metrics["timing_s/validation"] = time.perf_counter() - t0
         self._log(f"[val] step {step}: cover-EM {summary['cover_em']:.3f} EM {summary['em']:.3f} "
