@@ -4,7 +4,7 @@ The server is the stub simulator (`zerosearch.search.stub_server`) in a *separat
 request at once with a canned 5-document chat completion, so what is measured is the client: the noise
 draw, prompt rendering, JSON, the pooled HTTP client, parsing, result assembly and metrics.
 
-    python -m scripts.bench_search_client                  # defaults: batches of 320 for ~5 s each size
+    python -m scripts.bench_search_client                  # defaults: batches of 64, 320 and 1024, ~5 s each
     python -m scripts.bench_search_client --batch 64 320 1024 --seconds 5 --concurrency 64
 
 Prints, per batch size: queries/s over whole `search()` calls, client CPU ms per query (process time of

@@ -1,7 +1,7 @@
 """Answer extraction and the QA metrics: exact match, cover exact match, token F1.
 
 These reproduce the reference evaluator (FlashRAG's, as Search-R1 and ZeroSearch report with) on every
-row of shared/data/traces/search_r1_eval_traces.jsonl; tests/reward/test_traces.py holds them to it.
+row of shared/data/traces/search_r1_eval_traces.jsonl; tests/reward/test_reward_traces.py holds them to it.
 
 Rules, and why (row counts are out of the 5,375 trace rows):
 - The answer is read from the *response only*. The agent prompt itself contains `<answer> Beijing

@@ -18,7 +18,7 @@ So the engine uses `processed_logprobs` unless filtering is on at T = 1 (then `r
 filtering *and* T != 1 no mode is exact (the log-probs are those of the filtered, renormalised
 distribution) and `generate` warns once. The mode is fixed when the `LLM` is built; `from_config` picks it
 from the rollout section. Measured on CPU in fp32: max |diff| to a full HF forward about 1e-6 (see
-docs/drafts/perf_rollout.md).
+docs/PERFORMANCE.md, Rollout engines).
 
 Weight updates (`update_weights`): the state dict is handed to vLLM's `reload_weights` (in 0.32 on the
 worker and its model runner), which loads checkpoint-format tensors through the model's `load_weights` and

@@ -8,7 +8,7 @@ An index is built once and saved in `index_dir` (default: beside the corpus, `<c
 which corpus it covers (size, mtime, sha256); a manifest that does not match the corpus or the settings
 makes the index stale and it is rebuilt. Documents are not copied into the index: it keeps the byte offset
 of every corpus line and reads a hit's line with `os.pread`, so a corpus of millions of passages costs
-8 bytes a passage in memory, not its text.
+16 bytes a passage (offset and length, two memory-mapped int64 arrays), not its text.
 """
 
 from __future__ import annotations

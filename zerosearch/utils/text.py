@@ -4,7 +4,7 @@ The SQuAD-style normalisation the QA evaluators of Search-R1 / FlashRAG use, in 
 (`str.lower`), drop ASCII punctuation (`string.punctuation` only: "—", "’", "ʻ" stay), drop the articles
 a/an/the as whole words, collapse whitespace (`str.split`, so Unicode spaces such as NBSP count). No
 accent folding or Unicode normalisation. Each of these details changes the reference metrics on at least
-one row of shared/data/traces (see docs/drafts/data_reward.md), so keep them as they are.
+one row of shared/data/traces (see docs/ARCHITECTURE.md, Data and reward), so keep them as they are.
 """
 
 from __future__ import annotations
