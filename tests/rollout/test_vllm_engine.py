@@ -164,3 +164,19 @@ def test_stop_token_ids_end_generation_and_are_kept(engine, hf, prompts):
     for v, h in zip(engine.generate(prompts, params), hf.generate(prompts, params)):
         assert v.token_ids == h.token_ids and v.token_ids[-1] in stop_ids
         assert v.finish_reason == h.finish_reason == "stop" and v.stop == h.stop
+
+
+def test_per_sequence_seeds_make_samples_independent_of_the_batch(engine, prompts):
+    """The agent loop's path: one seed per trajectory and turn. A sequence's sample depends on its prompt
+    and seed only, not on which other sequences share the call or where it sits in the batch."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=16)
+    seeds = [1000 + i for i in range(len(prompts))]
+    whole = engine.generate(prompts, params, seeds=seeds)
+    alone = [engine.generate([p], params, seeds=[s])[0] for p, s in zip(prompts[:3], seeds[:3])]
+    reversed_ = engine.generate(prompts[::-1], params, seeds=seeds[::-1])[::-1]
+    assert [a.token_ids for a in whole[:3]] == [b.token_ids for b in alone]
+    assert [a.token_ids for a in whole] == [c.token_ids for c in reversed_]
+    other = engine.generate(prompts, params, seeds=[7 + s for s in seeds])
+    assert any(a.token_ids != o.token_ids for a, o in zip(whole, other))  # the seed matters
+    with pytest.raises(ValueError, match="seeds has 2 entries for 3 prompts"):
+        engine.generate(prompts[:3], params, seeds=[1, 2])
