@@ -44,9 +44,9 @@ class ToySettings:
     topk: int = 1
     max_obs_length: int = 48
     words_per_doc: int = 12
-    sim_steps: int = 800
+    sim_steps: int = 1200
     sim_batch_size: int = 32
-    sim_lr: float = 3e-3
+    sim_lr: float = 6e-3
     sim_rows: int = 6000
     agent_steps: int = 1000
     agent_batch_size: int = 32
