@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -211,8 +212,10 @@ def _build_lock(index_dir: Path) -> Iterator[None]:
 # -------------------------------------------------------------------------------------------- indexes
 
 
-class LocalIndex:
-    """A built index: `search(queries, k) -> hits per query` plus the corpus rows behind the hits."""
+class LocalIndex(ABC):
+    """A built index: `search(queries, k) -> hits per query` plus the corpus rows behind the hits.
+
+    Abstract: each kind (BM25, dense) implements search, settings, _build_into and _load."""
 
     method: str = "base"
 
@@ -222,8 +225,9 @@ class LocalIndex:
     def __len__(self) -> int:
         return len(self.store)
 
+    @abstractmethod
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        raise NotImplementedError
+        """Top-k hits per query, best first."""
 
     def close(self) -> None:
         self.store.close()
@@ -236,19 +240,19 @@ class LocalIndex:
 
     # -- building, shared by the kinds
     @classmethod
+    @abstractmethod
     def settings(cls, **kwargs: Any) -> dict[str, Any]:
         """What, besides the corpus, decides the index's content (a change forces a rebuild)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def _build_into(cls, out: Path, texts: Iterator[str], n: int, settings: dict[str, Any]) -> None:
         """Index the `n` passages `texts` yields (streamed: the corpus is never all in memory)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def _load(cls, index_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         """Load the method's files; returns attributes for the instance."""
-        raise NotImplementedError
 
 
 def _write_offsets(out: Path, starts: list[int], lengths: list[int]) -> None:
