@@ -29,21 +29,13 @@ def split_fixed(batch: Batch, size: int) -> list[Batch]:
     return [select(batch, slice(i, i + size)) for i in range(0, n, size)]
 
 
-def split_by_tokens(batch: Batch, max_tokens: int, min_groups: int = 1) -> list[Batch]:
-    """Dynamic micro-batches: rows packed (longest first) so that rows x padded length <= max_tokens.
-
-    A single row longer than max_tokens gets a micro-batch of its own.
-    """
-    return [select(batch, idx) for idx in token_groups(batch, max_tokens, min_groups)]
-
-
 def token_groups(batch: Batch, max_tokens: int, min_groups: int = 1) -> list[torch.Tensor]:
-    """Row indices of the dynamic micro-batches of `split_by_tokens` (each sorted ascending).
+    """Row indices of the dynamic micro-batches (each sorted ascending).
 
-    Rows are packed longest first while rows x longest row <= max_tokens. With `min_groups`, the largest
-    groups are halved until there are that many: FSDP ranks must run the same number of forward passes
-    (each one all-gathers parameters), so every rank asks for the most groups any rank needs
-    (`same_count_over_ranks`).
+    Rows are packed longest first while rows x longest row <= max_tokens; a single row longer than
+    max_tokens gets a micro-batch of its own. With `min_groups`, the largest groups are halved until there
+    are that many: FSDP ranks must run the same number of forward passes (each one all-gathers
+    parameters), so every rank asks for the most groups any rank needs (`same_count_token_groups`).
     """
     lengths = batch["attention_mask"].sum(-1)
     order = torch.argsort(lengths, descending=True, stable=True)
