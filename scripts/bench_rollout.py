@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from zerosearch.models.tiny import TinySpec, make_tiny_model
-from zerosearch.rollout.hf_engine import HFEngine
-from zerosearch.rollout.types import SamplingParams
+from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
+from zerosearch.generation.hf_engine import HFEngine
+from zerosearch.generation.types import SamplingParams
 from zerosearch.utils.optional import is_available
 
 # head size 32 / 64: what vLLM's CPU attention supports (the "tiny" preset's 16 is not)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["runs"].append(r)
 
     if "vllm" in engines:
-        from zerosearch.rollout.vllm_engine import VLLMEngine
+        from zerosearch.generation.vllm_engine import VLLMEngine
 
         for name, d in dirs.items():
             hf = hf_models[name]

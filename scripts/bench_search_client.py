@@ -1,6 +1,6 @@
 """Benchmark the simulated-search client: sustained queries/s and per-query overhead.
 
-The server is the stub simulator (`zerosearch.search.stub_server`) in a *separate process*, answering every
+The server is the stub simulator (`zerosearch.testing.stub_server`) in a *separate process*, answering every
 request at once with a canned 5-document chat completion, so what is measured is the client: the noise
 draw, prompt rendering, JSON, the pooled HTTP client, parsing, result assembly and metrics.
 
@@ -39,7 +39,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(uvloop: bool) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "zerosearch.search.stub_server", "--port", "0", "--reply", CANNED]
+    cmd = [sys.executable, "-m", "zerosearch.testing.stub_server", "--port", "0", "--reply", CANNED]
     if uvloop:
         cmd.append("--uvloop")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

@@ -17,7 +17,7 @@ def tokenizer(tmp_path_factory):
     """
     from transformers import AutoTokenizer
 
-    from zerosearch.models.tiny import build_tokenizer
+    from zerosearch.testing.tiny_models import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny")
     build_tokenizer(out)

@@ -11,16 +11,18 @@ import json
 import pytest
 import torch
 
-from zerosearch.models.tiny import make_tiny_model
+from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.rollout.actions import parse_action
+from zerosearch.reward import extract_answer
 from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
-from zerosearch.rollout.hf_engine import HFEngine
-from zerosearch.rollout.types import PromptItem, SamplingParams
+from zerosearch.generation.hf_engine import HFEngine
+from zerosearch.generation.types import SamplingParams
+from zerosearch.rollout.types import PromptItem
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.retrieval import RetrievalEngine
 from zerosearch.search.types import SearchRequest
-from zerosearch.workers.sft import SFTExample, SFTRunner
+from zerosearch.simulator.sft import SFTExample, SFTRunner
 
 CORPUS = [
     {"id": "0", "contents": '"Alvora"\nAlvora is a country whose capital is Bemtis.'},
@@ -89,7 +91,7 @@ def _run(world, prompts, n=1, **cfg):
 
 def test_search_then_answer_keeps_ids_and_masks(world):
     (t,) = _run(world, ["Q1 search then answer?"])
-    assert t.stats.searches == 1 and t.stats.answered and t.answer == "Bemtis"
+    assert t.stats.searches == 1 and t.stats.answered and extract_answer(t.response_text) == "Bemtis"
     assert t.stats.stop_reason == "answer" and t.stats.turns == 2
     assert len(t.response_ids) == len(t.response_mask) == len(t.rollout_log_probs)
     tok = world["tok"]
@@ -106,7 +108,7 @@ def test_search_then_answer_keeps_ids_and_masks(world):
 
 def test_answer_on_first_turn(world):
     (t,) = _run(world, ["Q2 answer at once?"])
-    assert t.stats.searches == 0 and t.stats.turns == 1 and t.answer == "Dalvek"
+    assert t.stats.searches == 0 and t.stats.turns == 1 and extract_answer(t.response_text) == "Dalvek"
     assert set(t.response_mask) == {1}
 
 
@@ -120,12 +122,12 @@ def test_empty_query_is_an_invalid_action(world):
     (t,) = _run(world, ["Q4 empty query?"], max_turns=1)
     assert t.stats.searches == 0 and t.stats.invalid_actions >= 1
     assert "My previous action was not valid" in t.response_text
-    assert t.answer is None
+    assert extract_answer(t.response_text) is None
 
 
 def test_tags_inside_a_query_are_removed(world):
     (t,) = _run(world, ["Q5 tags in query?"])
-    assert t.stats.searches == 1 and t.answer == "Dalvek"
+    assert t.stats.searches == 1 and extract_answer(t.response_text) == "Dalvek"
     obs = world["tok"].decode([i for i, m in zip(t.response_ids, t.response_mask) if m == 0])
     assert "Dalvek" in obs  # the query reached the engine as "Corrun x", which found Corrun's page
 

@@ -9,9 +9,11 @@ from typing import Sequence
 
 import pytest
 
-from zerosearch.models.tiny import build_tokenizer
+from zerosearch.testing.tiny_models import build_tokenizer
+from zerosearch.reward import extract_answer
 from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from zerosearch.rollout.types import GenerationEngine, GenerationOutput, PromptItem, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.rollout.types import PromptItem
 from zerosearch.search.retrieval import RetrievalEngine
 
 CORPUS = [{"id": "0", "contents": '"Alvora"\nThe capital of Alvora is Bemtis.'},
@@ -76,13 +78,13 @@ def test_a_10000_character_query_is_cut_and_searched(world):
                               max_response_length=8000, max_total_length=12_000)
     assert t.stats.searches == 1 and metrics["search/requests"] == 1
     assert t.stats.query_chars_cut == len(" ".join(query.split())) - 512
-    assert t.search_has_answer == [True] and t.answer == "Bemtis" and t.stats.stop_reason == "answer"
+    assert t.search_has_answer == [True] and extract_answer(t.response_text) == "Bemtis" and t.stats.stop_reason == "answer"
 
 
 def test_never_answering_ends_after_the_turn_budget_with_invalid_actions_counted(world):
     t, engine, metrics, tok = _run(world, ["I wonder " * 20] * 10)
     assert t.stats.turns == 3 and t.stats.invalid_actions == 2 and not t.stats.answered
-    assert t.stats.stop_reason == "no_answer_at_final_turn" and t.answer is None
+    assert t.stats.stop_reason == "no_answer_at_final_turn" and extract_answer(t.response_text) is None
     assert metrics.get("search/requests", 0) == 0
     hidden = tok.decode([i for i, m in zip(t.response_ids, t.response_mask) if m == 0])
     assert hidden.count(AgentLoopConfig().invalid_action_text.strip()) == 2  # the corrective text, masked out
@@ -90,7 +92,7 @@ def test_never_answering_ends_after_the_turn_budget_with_invalid_actions_counted
 
 def test_answering_on_the_first_token(world):
     t, _, _, _ = _run(world, ["<answer> Bemtis </answer> and then some"])
-    assert t.stats.turns == 1 and t.answer == "Bemtis" and set(t.response_mask) == {1}
+    assert t.stats.turns == 1 and extract_answer(t.response_text) == "Bemtis" and set(t.response_mask) == {1}
     assert "and then" not in t.response_text  # generation stopped at the closing tag
 
 
@@ -103,7 +105,7 @@ def test_answering_on_the_first_token(world):
 def test_malformed_turns_are_invalid_actions_not_searches(world, turn, reason):
     t, _, metrics, _ = _run(world, [turn, "<answer> Bemtis </answer>"])
     assert t.stats.invalid_actions == 1, reason
-    assert metrics.get("search/requests", 0) == 0 and t.answer == "Bemtis"
+    assert metrics.get("search/requests", 0) == 0 and extract_answer(t.response_text) == "Bemtis"
 
 
 def test_tags_inside_a_query_never_reach_the_search_engine(world):

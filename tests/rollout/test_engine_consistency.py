@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerosearch.models.tiny import make_tiny_model
-from zerosearch.rollout.hf_engine import HFEngine
-from zerosearch.rollout.types import SamplingParams
+from zerosearch.testing.tiny_models import make_tiny_model
+from zerosearch.generation.hf_engine import HFEngine
+from zerosearch.generation.types import SamplingParams
 
 from engine_checks import TEXTS, check_stop_string_output, recompute_log_probs, stop_cases
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerosearch.models.tiny import TinySpec, make_tiny_model
-from zerosearch.rollout.hf_engine import HFEngine
-from zerosearch.rollout.types import SamplingParams
+from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
+from zerosearch.generation.hf_engine import HFEngine
+from zerosearch.generation.types import SamplingParams
 
 from engine_checks import TEXTS, check_stop_string_output, recompute_log_probs, stop_cases
 
@@ -37,7 +37,7 @@ def hf(model_dir) -> HFEngine:
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    from zerosearch.rollout.vllm_engine import VLLMEngine
+    from zerosearch.generation.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(model_dir, dtype="float32", enforce_eager=True, max_model_len=512,
                      kv_cache_memory_bytes=64 << 20, seed=0)

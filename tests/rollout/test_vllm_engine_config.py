@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from zerosearch.config.schema import ZeroSearchConfig
-from zerosearch.rollout.types import SamplingParams
-from zerosearch.rollout.vllm_engine import choose_logprobs_mode, engine_kwargs_from_config, logprobs_exact
+from zerosearch.generation.types import SamplingParams
+from zerosearch.generation.vllm_engine import choose_logprobs_mode, engine_kwargs_from_config, logprobs_exact
 
 
 @pytest.mark.parametrize("temperature,top_p,top_k,mode", [

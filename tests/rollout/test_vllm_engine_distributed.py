@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.models.tiny import TinySpec, make_tiny_model
+from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
 
 pytestmark = pytest.mark.vllm
 
@@ -34,9 +34,9 @@ def _rank_main(rank: int, model_dir: str, out_dir: str, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from transformers import AutoModelForCausalLM
 
-    from zerosearch.rollout.hf_engine import HFEngine
-    from zerosearch.rollout.types import SamplingParams
-    from zerosearch.rollout.vllm_engine import VLLMEngine
+    from zerosearch.generation.hf_engine import HFEngine
+    from zerosearch.generation.types import SamplingParams
+    from zerosearch.generation.vllm_engine import VLLMEngine
 
     result: dict = {"rank": rank}
     hf = HFEngine.from_pretrained(model_dir)

@@ -28,7 +28,7 @@ def whitespace_encode(s: str) -> list[int]:
 def tiny_encode(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from zerosearch.models.tiny import make_tiny_model
+    from zerosearch.testing.tiny_models import make_tiny_model
 
     folder = make_tiny_model(tmp_path_factory.mktemp("tiny"))
     tok = AutoTokenizer.from_pretrained(folder)

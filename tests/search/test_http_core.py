@@ -9,7 +9,7 @@ import time
 import pytest
 
 from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, parse_servers, post_json
-from zerosearch.search.stub_server import StubSimServer
+from zerosearch.testing.stub_server import StubSimServer
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from zerosearch.config.schema import CurriculumConfig, SimulationConfig
-from zerosearch.models.tiny import make_tiny_model
+from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.search.simulated import SimulatedSearchEngine
-from zerosearch.search.stub_server import StubSimServer
+from zerosearch.testing.stub_server import StubSimServer
 from zerosearch.search.types import Document, SearchRequest
 
 FALLBACK = "No information available."

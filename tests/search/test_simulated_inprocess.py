@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from zerosearch.config.schema import CurriculumConfig, SimulationConfig
-from zerosearch.models.tiny import make_tiny_model
+from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.search.simulated import SimulatedSearchEngine
 from zerosearch.search.types import SearchRequest
 

@@ -21,7 +21,7 @@ import pytest
 from server_process import free_port, running_server
 
 from zerosearch.config.schema import CurriculumConfig, SimulationConfig
-from zerosearch.models.tiny import TinySpec, make_tiny_model
+from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
 from zerosearch.search.simulated import SimulatedSearchEngine
 from zerosearch.search.types import SearchRequest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
-from zerosearch.models.tiny import TinySpec, build_model, build_tokenizer
+from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenizer
 from zerosearch.toy.world import build_world
 
 ROOT = Path(__file__).resolve().parents[2]

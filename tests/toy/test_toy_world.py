@@ -7,7 +7,7 @@ import json
 import pytest
 
 from zerosearch.data.qa import load_qa
-from zerosearch.models.tiny import build_tokenizer
+from zerosearch.testing.tiny_models import build_tokenizer
 from zerosearch.rollout.actions import parse_action
 from zerosearch.toy.demos import DemoBuilder, DemoMix, phased_pool
 from zerosearch.toy.world import ATTRIBUTES, build_world

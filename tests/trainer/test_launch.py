@@ -22,8 +22,8 @@ from server_process import free_port, port_is_free, running_server
 from trainer_fixtures import make_assets, teach_to_search
 
 from zerosearch.data.qa import load_qa, write_parquet
-from zerosearch.models.tiny import TinySpec, make_tiny_model
-from zerosearch.search.stub_server import StubSimServer
+from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
+from zerosearch.testing.stub_server import StubSimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zerosearch.models.tiny import TinySpec, build_model, build_tokenizer
+from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenizer
 from zerosearch.toy.world import build_world
 
 

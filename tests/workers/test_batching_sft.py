@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from zerosearch.algos import agg_loss
-from zerosearch.models.tiny import TinySpec, build_model, build_tokenizer
+from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenizer
 from zerosearch.rollout.collate import collate_trajectories
 from zerosearch.rollout.types import PromptItem, Trajectory
 from zerosearch.workers.batching import loss_scale, map_rows, micro_batches, response_logits, token_log_probs, trim
-from zerosearch.workers.sft import SFTExample, collate_sft, sft_loss
+from zerosearch.simulator.sft import SFTExample, collate_sft, sft_loss
 
 
 @pytest.fixture(scope="module")

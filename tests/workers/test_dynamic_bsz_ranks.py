@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from zerosearch.models.tiny import TinySpec, build_model, build_tokenizer
+from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenizer
 from zerosearch.rollout.collate import collate_trajectories
 from zerosearch.rollout.types import PromptItem, Trajectory
 from zerosearch.workers.batching import map_rows, micro_batches, response_logits, token_groups, token_log_probs

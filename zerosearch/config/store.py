@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from zerosearch.config.schema import ZeroSearchConfig
 
-# configs/ sits beside the package in the repository (the project is installed editable)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+from zerosearch.utils import paths
+
+# the configs ship inside the package (package data), so an installed package composes them too
+CONFIG_DIR = str(paths.CONFIG_DIR)
 SCHEMA_NAME = "zerosearch_schema"
 
 

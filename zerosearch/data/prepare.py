@@ -21,14 +21,11 @@ from typing import Callable, Optional, Sequence
 
 from zerosearch.data.prompts import TEMPLATES, normalize_question
 from zerosearch.data.qa import DataError, QARow, load_qa, source_from_filename, write_parquet
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from zerosearch.utils.paths import shared_dir
 
 def default_qa_dir() -> Path:
     """$ZS_SHARED_DIR/data/qa when set, else ../shared/data/qa beside the repository."""
-    shared = os.environ.get("ZS_SHARED_DIR")
-    return (Path(shared) if shared else REPO_ROOT.parent / "shared") / "data" / "qa"
+    return shared_dir() / "data" / "qa"
 
 
 def resolve_input(name: str, qa_dir: Path) -> Path:

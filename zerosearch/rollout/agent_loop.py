@@ -20,11 +20,11 @@ from typing import Any, Sequence
 
 from zerosearch.config.schema import RolloutConfig
 from zerosearch.rollout.actions import STOP_STRINGS, parse_action
-from zerosearch.rollout.types import GenerationEngine, PromptItem, SamplingParams, Trajectory
+from zerosearch.generation.types import GenerationEngine, SamplingParams
+from zerosearch.rollout.types import PromptItem, Trajectory
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import SearchEngine, SearchRequest
 from zerosearch.utils.seeding import stable_seed
-from zerosearch.utils.text import contains_answer
 
 # the smallest observation worth appending: tags plus a few tokens of text
 _MIN_OBS_TOKENS = 16
@@ -115,7 +115,6 @@ class AgentLoop:
                 action, cut = parse_action(text, cfg.max_query_chars)
                 t.stats.query_chars_cut += cut
                 if action.kind == "answer":
-                    t.answer = action.content
                     t.stats.answered = True
                     self._end(t, "answer")
                 elif out.finish_reason == "stop" and out.stop not in STOP_STRINGS:
@@ -141,8 +140,7 @@ class AgentLoop:
                 for i, res in zip(searching, results):
                     t = trajs[i]
                     t.stats.searches += 1
-                    t.search_has_answer.append(bool(t.item.golden_answers) and any(
-                        contains_answer(d.text, t.item.golden_answers) for d in res.documents))
+                    t.search_has_answer.append(res.has_answer(t.item.golden_answers))
                     budget = min(cfg.max_obs_length, cfg.max_total_length - len(t) - 1)
                     if budget < _MIN_OBS_TOKENS:
                         self._end(t, "context_budget", truncated=True)

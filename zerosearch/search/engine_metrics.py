@@ -22,14 +22,6 @@ from typing import Sequence
 import numpy as np
 
 from zerosearch.search.types import SearchRequest, SearchResult
-from zerosearch.utils.text import contains_answer
-
-
-def result_has_answer(result: SearchResult, golden_answers: Sequence[str]) -> bool:
-    """Whether some (non-fallback) document of the result contains one of the gold answers."""
-    if result.fallback or not golden_answers:
-        return False
-    return any(contains_answer(f"{d.title}\n{d.text}", golden_answers) for d in result.documents)
 
 
 class SearchMetrics:
@@ -64,7 +56,7 @@ class SearchMetrics:
                     self.empty += not res.documents
                 if req.golden_answers:
                     self.with_gold += 1
-                    self.has_answer += result_has_answer(res, req.golden_answers)
+                    self.has_answer += res.has_answer(req.golden_answers)
 
     def pop(self) -> dict[str, float]:
         with self._lock:

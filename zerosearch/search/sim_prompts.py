@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from zerosearch.utils.paths import PROMPT_DIR
+
 FAMILIES = ("simulate_sft", "simulate_prompt")
 PLACEHOLDERS = frozenset({"query", "question", "answers", "topk", "words"})
 # What each template must contain. The noisy zero-shot prompt gives neither question nor answer (a model
@@ -32,7 +34,7 @@ REQUIRED = {
     ("simulate_prompt", False): frozenset({"query", "question", "answers", "topk", "words"}),
     ("simulate_prompt", True): frozenset({"query", "topk", "words"}),
 }
-DEFAULT_PROMPT_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+DEFAULT_PROMPT_DIR = PROMPT_DIR
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 

@@ -20,21 +20,12 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass
 from typing import Any, Sequence
 
+from zerosearch.generation.types import SamplingParams
+from zerosearch.utils.seeding import stable_seed
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Simulator sampling settings (SimulationConfig.temperature/top_p/max_tokens). `stop`: strings that
-    end generation early, e.g. `Doc 6` for top-5 (the parser would cut there anyway)."""
-
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_tokens: int = 600
-    stop: tuple[str, ...] = ()
 
 
 class ChatRenderer:
@@ -79,7 +70,7 @@ class HttpTransport(abc.ABC):
     path: str = "/"
 
     @abc.abstractmethod
-    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         """The JSON body for one user prompt; `seed` (where the API takes one) makes the sample reproducible."""
 
     @abc.abstractmethod
@@ -87,13 +78,13 @@ class HttpTransport(abc.ABC):
         """The generated text of a response body."""
 
 
-def _openai_body(body: dict[str, Any], sampling: Sampling, model_name: str, seed: int | None) -> dict[str, Any]:
+def _openai_body(body: dict[str, Any], sampling: SamplingParams, model_name: str, seed: int | None) -> dict[str, Any]:
     """The sampling fields shared by the OpenAI-compatible chat and completions APIs."""
-    body.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
+    body.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
     if model_name:
         body["model"] = model_name
-    if sampling.stop:
-        body["stop"] = list(sampling.stop)
+    if sampling.stop_strings:
+        body["stop"] = list(sampling.stop_strings)
     if seed is not None:
         body["seed"] = seed & 0x7FFF_FFFF  # vLLM and OpenAI take a per-request seed (int32-safe here)
     return body
@@ -107,7 +98,7 @@ class ChatTransport(HttpTransport):
     def __init__(self, model_name: str = ""):
         self.model_name = model_name
 
-    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         return _openai_body({"messages": [{"role": "user", "content": prompt}]}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
@@ -122,7 +113,7 @@ class CompletionsTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer, model_name: str = ""):
         self.renderer, self.model_name = renderer, model_name
 
-    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         return _openai_body({"prompt": self.renderer.render(prompt)}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
@@ -137,12 +128,12 @@ class SglangTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer):
         self.renderer = renderer
 
-    def payload(self, prompt: str, sampling: Sampling, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         # no seed: sglang versions differ in whether sampling_params takes one, and an unknown key is a 400
         params: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                                  "max_new_tokens": sampling.max_tokens}
-        if sampling.stop:
-            params["stop"] = list(sampling.stop)
+                                  "max_new_tokens": sampling.max_new_tokens}
+        if sampling.stop_strings:
+            params["stop"] = list(sampling.stop_strings)
         return {"text": self.renderer.render(prompt), "sampling_params": params}
 
     def extract(self, data: Any) -> str:
@@ -177,24 +168,24 @@ class InProcessTransport:
         self._generator_seed = seed
         self._calls = 0
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[str]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams, seeds: Sequence[int] | None = None) -> list[str]:
         """Generated text (special tokens removed) for each user prompt. `seeds[i]` seeds prompt i's sample on
         its own (the same prompt and seed give the same text whatever else is in the batch)."""
         import torch
 
-        from zerosearch.models.sampler import StopChecker, sample_batch
+        from zerosearch.generation.sampler import StopChecker, sample_batch
 
         if seeds is None:
-            seeds = [self._generator_seed * 1_000_003 + self._calls * 65_537 + i for i in range(len(prompts))]
+            seeds = [stable_seed(self._generator_seed, self._calls, i) for i in range(len(prompts))]
             self._calls += 1
-        stops = StopChecker(self.tokenizer, sampling.stop) if sampling.stop else None
+        stops = StopChecker(self.tokenizer, sampling.stop_strings) if sampling.stop_strings else None
         eos = [i for i in {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} if i is not None]
         max_len = getattr(self.model.config, "max_position_embeddings", None)
         out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
             ids = [self.tokenizer.encode(self.renderer.render(p), add_special_tokens=False)
                    for p in prompts[i:i + self.batch_size]]
-            caps = [max(1, min(sampling.max_tokens, max_len - len(x))) if max_len else sampling.max_tokens for x in ids]
+            caps = [max(1, min(sampling.max_new_tokens, max_len - len(x))) if max_len else sampling.max_new_tokens for x in ids]
             with torch.inference_mode():
                 res = sample_batch(self.model, self.tokenizer, ids, caps, temperature=sampling.temperature,
                                    top_p=sampling.top_p, stop_token_ids=eos, stop_checker=stops,

@@ -42,10 +42,11 @@ from zerosearch.search.curriculum import NoiseSchedule
 from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, parse_servers, post_json
 from zerosearch.search.sim_parsing import parse_documents
 from zerosearch.search.sim_prompts import PromptSet
-from zerosearch.search.sim_transports import HttpTransport, InProcessTransport, Sampling, make_http_transport
-from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.generation.types import SamplingParams
+from zerosearch.search.sim_transports import HttpTransport, InProcessTransport, make_http_transport
+from zerosearch.search.types import (
+    Document, SearchEngine, SearchRequest, SearchResult, documents_contain_answer)
 from zerosearch.utils.seeding import stable_seed
-from zerosearch.utils.text import contains_answer
 
 if TYPE_CHECKING:
     from zerosearch.config.schema import CurriculumConfig, SimulationConfig
@@ -143,7 +144,7 @@ class SimulatedSearchEngine(SearchEngine):
         servers: Sequence[str] = (),
         topk: int = 5,
         words_per_doc: int = 30,
-        sampling: Sampling | None = None,
+        sampling: SamplingParams | None = None,
         policy: RetryPolicy | None = None,
         max_concurrency: int = 64,
         failure_limit: int = 3,
@@ -163,7 +164,7 @@ class SimulatedSearchEngine(SearchEngine):
         self.name = mode
         self.mode, self.prompts, self.schedule, self.transport = mode, prompts, schedule, transport
         self.topk, self.words_per_doc = topk, words_per_doc
-        self.sampling = sampling or Sampling(stop=(f"Doc {topk + 1}",))
+        self.sampling = sampling or SamplingParams(temperature=0.8, max_new_tokens=600, stop_strings=(f"Doc {topk + 1}",))
         self.policy = policy or RetryPolicy()
         self.max_concurrency = max_concurrency
         self.fallback = Document(title="", text=fallback_text)
@@ -202,8 +203,8 @@ class SimulatedSearchEngine(SearchEngine):
         schedule = NoiseSchedule(start=curriculum.start_threshold, end=curriculum.end_threshold,
                                  total_steps=total_steps, base=curriculum.base,
                                  granularity=curriculum.granularity, seed=seed)
-        sampling = Sampling(temperature=sim.temperature, top_p=sim.top_p, max_tokens=sim.max_tokens,
-                            stop=(f"Doc {topk + 1}",))
+        sampling = SamplingParams(temperature=sim.temperature, top_p=sim.top_p, max_new_tokens=sim.max_tokens,
+                                  stop_strings=(f"Doc {topk + 1}",))
         policy = RetryPolicy(max_retries=sim.max_retries, backoff_s=sim.backoff_s,
                              backoff_max_s=sim.backoff_max_s, timeout_s=sim.timeout_s)
         transport: HttpTransport | InProcessTransport
@@ -473,10 +474,10 @@ class SimulatedSearchEngine(SearchEngine):
         st.docs += len(docs)
         if req.golden_answers:
             for noisy in (False, True):
-                text = " ".join(f"{d.title} {d.text}" for d, n in zip(docs, doc_flags) if n == noisy)
-                if not text:
+                group = [d for d, n in zip(docs, doc_flags) if n == noisy]
+                if not group:
                     continue
-                has = contains_answer(text, req.golden_answers)
+                has = documents_contain_answer(group, req.golden_answers)
                 if noisy:
                     st.noisy_checked += 1
                     st.noisy_has_answer += int(has)

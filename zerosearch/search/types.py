@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
+
+from zerosearch.utils.text import contains_answer
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,16 @@ class Document:
 
     title: str
     text: str
+
+
+def documents_contain_answer(documents: Iterable[Document], golden_answers: Sequence[str]) -> bool:
+    """Whether some document (title or text) contains one of the gold answers (normalised containment,
+    `utils.text.contains_answer`). The one definition of "this result holds the answer", used by the
+    agent loop's `search_has_answer`, the engines' `search/has_answer` metrics and the simulator's
+    useful/noisy checks."""
+    if not golden_answers:
+        return False
+    return any(contains_answer(f"{d.title}\n{d.text}", golden_answers) for d in documents)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,10 @@ class SearchResult:
     retries: int = 0
     fallback: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+
+    def has_answer(self, golden_answers: Sequence[str]) -> bool:
+        """Whether a real (non-fallback) document of this result contains a gold answer."""
+        return not self.fallback and documents_contain_answer(self.documents, golden_answers)
 
 
 class SearchEngine(abc.ABC):

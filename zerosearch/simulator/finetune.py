@@ -27,7 +27,7 @@ from zerosearch.search.sim_parsing import parse_documents
 from zerosearch.search.sim_prompts import PromptSet
 from zerosearch.search.types import Document, SearchEngine, SearchRequest
 from zerosearch.utils.text import contains_answer
-from zerosearch.workers.sft import SFTExample
+from zerosearch.simulator.sft import SFTExample
 
 
 @dataclass
@@ -167,8 +167,9 @@ def train_simulator(*, base_model: str, out_dir: str | Path, corpus: str, qa_fil
 
     from zerosearch.data.qa import load_qa
     from zerosearch.search.retrieval import RetrievalEngine
-    from zerosearch.search.sim_transports import InProcessTransport, Sampling
-    from zerosearch.workers.sft import SFTRunner
+    from zerosearch.generation.types import SamplingParams
+    from zerosearch.search.sim_transports import InProcessTransport
+    from zerosearch.simulator.sft import SFTRunner
 
     t0 = time.perf_counter()
     rows = [r for f in qa_files for r in load_qa(f)]
@@ -194,7 +195,7 @@ def train_simulator(*, base_model: str, out_dir: str | Path, corpus: str, qa_fil
     history = runner.train(examples, log_every=max(1, steps // 5), log=log)
     out = runner.save(out_dir, tok)
     transport = InProcessTransport(str(out), batch_size=64, seed=seed)
-    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, stop=(f"Doc {topk + 1}",))
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_tokens, stop_strings=(f"Doc {topk + 1}",))
     quality = evaluate_simulator(lambda ps: transport.generate(ps, sampling), eval_sim, prompts, topk, words)
     transport.close()
     report = {"base_model": base_model, "family": family, "examples": len(examples), "useful": len(sim_rows) - n_noisy,

@@ -24,7 +24,7 @@ from zerosearch.data.prompts import encode_prompt
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import Document
 from zerosearch.toy.world import ATTRIBUTES, QUESTIONS, TWO_HOP, Country, World, query_for
-from zerosearch.workers.sft import SFTExample
+from zerosearch.simulator.sft import SFTExample
 
 
 @dataclass

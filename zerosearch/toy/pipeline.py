@@ -1,7 +1,7 @@
 """`bash train_grpo.sh` with no MODEL_PATH: ZeroSearch in miniature, end to end, on CPU.
 
   1. world       invented countries, their documents (a corpus) and questions (zerosearch.toy.world)
-  2. tokenizer   a byte-level BPE trained on the world's text (zerosearch.models.tiny)
+  2. tokenizer   a byte-level BPE trained on the world's text (zerosearch.testing.tiny_models)
   3. simulator   a tiny LM fine-tuned the ZeroSearch way with the same prompts as at scale
                  (zerosearch.simulator.finetune): BM25 results labelled useful / noisy -> SFT
   4. warm start  a tiny agent SFT'd on demonstrations that often answer without searching
@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from zerosearch.utils.paths import project_root
+
 
 
 @dataclass
@@ -92,7 +93,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
     """World, tokenizer, simulator and warm-started agent; cached by the settings' key."""
     import torch
 
-    from zerosearch.models.tiny import TinySpec, build_model, build_tokenizer
+    from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenizer
     from zerosearch.toy.world import build_world
 
     root = cache_root / s.key()
@@ -148,7 +149,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from zerosearch.toy.demos import DemoBuilder, DemoMix, phased_pool
-        from zerosearch.workers.sft import SFTRunner
+        from zerosearch.simulator.sft import SFTRunner
 
         make_base(tmp, seed=s.world_seed + 2)
         tok = AutoTokenizer.from_pretrained(tmp)
@@ -201,7 +202,7 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
     print("[toy] ZeroSearch in miniature: building (or reusing) the world, the simulator and the warm start",
           flush=True)
     settings = ToySettings()
-    art = build_artefacts(settings, Path(os.environ.get("ZS_TOY_CACHE", REPO_ROOT / ".cache" / "toy")))
+    art = build_artefacts(settings, Path(os.environ.get("ZS_TOY_CACHE", project_root() / ".cache" / "toy")))
     ov = toy_overrides(art, algorithm)
     if "OUTPUT_DIR" not in pairs and not any(o.startswith("trainer.output_dir=") for o in overrides):
         # a fresh folder per run: running the default command again runs it again (and never resumes a run

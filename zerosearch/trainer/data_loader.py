@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any, Generic, Sequence, TypeVar
 
+from zerosearch.utils.seeding import stable_seed
+
 T = TypeVar("T")
 
 
@@ -28,7 +30,7 @@ class PromptLoader(Generic[T]):
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(len(self.rows)))
         if self.shuffle:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            random.Random(stable_seed(self.seed, "epoch", epoch)).shuffle(order)
         return order
 
     def next_batch(self) -> list[T]:

@@ -6,8 +6,9 @@ from typing import Any, Sequence
 
 import torch
 
-from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.trainer.worker_group import WorkerGroup
+from zerosearch.utils.seeding import stable_seed
 
 Batch = dict[str, torch.Tensor]
 
@@ -48,7 +49,7 @@ class WorkerGroupEngine(GenerationEngine):
         idx = [list(range(r, len(prompts), n)) for r in range(n)]
         if seeds is None and params.seed is not None:
             # per-sequence seeds fixed before dealing, so the samples do not depend on the number of ranks
-            seeds = [params.seed * 1_000_003 + i for i in range(len(prompts))]
+            seeds = [stable_seed(params.seed, i) for i in range(len(prompts))]
 
         def pick(xs: Sequence[Any] | None, r: int) -> list[Any] | None:
             return [xs[i] for i in idx[r]] if xs is not None else None

@@ -27,10 +27,11 @@ from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.config.validate import check_world_size
 from zerosearch.data.prompts import encode_prompt
 from zerosearch.data.qa import QARow, load_qa
-from zerosearch.reward import compute_score
+from zerosearch.reward import score_fn_from_config
 from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
-from zerosearch.rollout.types import PromptItem, SamplingParams
+from zerosearch.generation.types import SamplingParams
+from zerosearch.rollout.types import PromptItem
 from zerosearch.search.curriculum import noise_probability
 from zerosearch.search.factory import build_search_engine, curriculum_horizon
 from zerosearch.trainer import validation
@@ -41,6 +42,7 @@ from zerosearch.trainer.dispatch import WorkerGroupEngine, mean_metrics, run_sha
 from zerosearch.trainer.tracking import Tracker
 from zerosearch.trainer.worker_group import Resources, WorkerGroup
 from zerosearch.utils.failpoints import failpoint
+from zerosearch.utils.seeding import stable_seed
 from zerosearch.workers.fsdp import resolve_device
 
 
@@ -86,6 +88,7 @@ class Trainer:
         self.engine = WorkerGroupEngine(self.group)
         self.train_search = build_search_engine(cfg, role="train")
         self.eval_search = build_search_engine(cfg, role="eval")
+        self.score_fn = score_fn_from_config(cfg.reward)  # the one scoring path: training and validation
         self.loop_cfg = AgentLoopConfig.from_rollout_config(cfg.rollout)
         self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, self.loop_cfg)
         self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, self.loop_cfg)
@@ -207,17 +210,13 @@ class Trainer:
                                   cfg.curriculum.end_threshold, cfg.curriculum.base)
         r = cfg.rollout
         params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                seed=cfg.trainer.seed * 1_000_003 + step)
+                                seed=stable_seed(cfg.trainer.seed, "rollout", step))
         with timed(m, "rollout"):
             trajs = self.train_loop.run(items, r.n, params, step=step - 1)
         failpoint("after_rollout", step)
         m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
         with timed(m, "reward"):
-            scored = [compute_score(t.response_text, list(t.item.golden_answers), score=cfg.reward.score,
-                                    format_reward=cfg.reward.format_reward,
-                                    structure_format_score=cfg.reward.structure_format_score,
-                                    final_format_score=cfg.reward.final_format_score,
-                                    retrieval_score=cfg.reward.retrieval_score) for t in trajs]
+            scored = [self.score_fn(t.response_text, t.item.golden_answers) for t in trajs]
             batch = collate_trajectories(trajs, self.pad_id)
             batch["token_level_scores"] = token_level_scores([s for s, _ in scored], batch["response_mask"])
         for key in ("em", "cover_em", "f1"):
@@ -260,14 +259,15 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         summary, results, env = validation.run_validation(self.eval_loop, self.val_items, cfg.data.val_batch_size,
-                                                          cfg.rollout.val_temperature, step=step)
-        metrics = validation.flatten(summary, "val", cfg.reward.score)
+                                                          self.score_fn, cfg.rollout.val_temperature, step=step,
+                                                          seed=cfg.trainer.seed)
+        metrics = validation.flatten(summary, "val")
         metrics.update({f"val/{k}": v for k, v in env.items()})
         metrics.update({f"val/{k}": v for k, v in self.eval_search.pop_metrics().items()})
         for p in cfg.trainer.val_noise_levels:
             s_noise, _, env_noise = validation.run_validation(
-                self.train_loop, self.val_items, cfg.data.val_batch_size, cfg.rollout.val_temperature,
-                noise_prob=p, step=step)
+                self.train_loop, self.val_items, cfg.data.val_batch_size, self.score_fn, cfg.rollout.val_temperature,
+                noise_prob=p, step=step, seed=cfg.trainer.seed)
             tag = f"val_noise_{p:g}"
             again = {k.removeprefix("env/"): v for k, v in env_noise.items() if k.startswith("env/search_again_")}
             metrics.update({f"{tag}/cover_em": s_noise["cover_em"], f"{tag}/f1": s_noise["f1"],

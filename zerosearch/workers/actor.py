@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from zerosearch.algos import agg_loss, entropy_from_logits, get_policy_loss, kl_loss, total_actor_loss
 from zerosearch.config.schema import ZeroSearchConfig
-from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.workers import fsdp
 from zerosearch.workers.batching import (
     Batch, loss_scale, map_rows, micro_batches, response_logits, split_fixed, token_log_probs, trim)
@@ -75,10 +75,10 @@ class PolicyWorker:
     # ------------------------------------------------------------------ rollout
     def _build_engine(self, rollout_model: torch.nn.Module) -> GenerationEngine:
         if self.cfg.rollout.engine == "vllm":
-            from zerosearch.rollout.vllm_engine import VLLMEngine
+            from zerosearch.generation.vllm_engine import VLLMEngine
 
             return VLLMEngine.from_config(self.cfg, self.tokenizer, model_path=self.cfg.model.path)
-        from zerosearch.rollout.hf_engine import HFEngine
+        from zerosearch.generation.hf_engine import HFEngine
 
         return HFEngine(rollout_model, self.tokenizer, self.cfg.rollout.micro_batch_size)
 

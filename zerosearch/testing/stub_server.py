@@ -18,7 +18,7 @@ The reply text is `reply` (a string, or a function of the prompt text); by defau
 the prompt itself (so documents asked for with the answer contain it), the others name the query.
 
 In a thread: `with StubSimServer(mode="ok") as srv: ... srv.url`. As a process (what the benchmark does,
-so the server does not share the client's core): `python -m zerosearch.search.stub_server --port 0`
+so the server does not share the client's core): `python -m zerosearch.testing.stub_server --port 0`
 prints `PORT <n>` once listening.
 """
 

@@ -60,8 +60,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.utils.optional import require
+from zerosearch.utils.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class VLLMEngine(GenerationEngine):
             seed = row_seed % (2 ** 63 - 1)  # the caller's per-sequence seed (see GenerationEngine.generate)
         elif params.seed is not None and not params.greedy:
             # one stream per sequence: n copies of a prompt must not sample alike; reproducible per call
-            seed = (params.seed * 1_000_003 + index) % (2 ** 63 - 1)
+            seed = stable_seed(params.seed, index)
         return self._vllm.SamplingParams(
             n=1,
             temperature=0.0 if params.greedy else params.temperature,

@@ -1,5 +1,5 @@
 """The rollout engine on plain transformers: the shared batched KV-cache sampler
-(zerosearch.models.sampler) behind the GenerationEngine interface.
+(zerosearch.generation.sampler) behind the GenerationEngine interface.
 
 Works on CPU and GPU; colocated with a trainer it decodes with the trainer's rollout copy of the weights,
 updated in place after each step.
@@ -11,8 +11,9 @@ from typing import Any, Sequence
 
 import torch
 
-from zerosearch.models.sampler import StopChecker, sample_batch
-from zerosearch.rollout.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.sampler import StopChecker, sample_batch
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.utils.seeding import stable_seed
 
 
 class HFEngine(GenerationEngine):
@@ -60,7 +61,7 @@ class HFEngine(GenerationEngine):
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"seeds has {len(seeds)} entries for {n} prompts")
         if seeds is None and params.seed is not None:
-            seeds = [params.seed * 1_000_003 + i for i in range(n)]
+            seeds = [stable_seed(params.seed, i) for i in range(n)]
         caps = [min(params.max_new_tokens, c) for c in max_new_tokens] if max_new_tokens is not None else [
             params.max_new_tokens] * n
         stops = self._stop_checkers.setdefault(params.stop_strings, StopChecker(self.tokenizer, params.stop_strings))
@@ -75,5 +76,5 @@ class HFEngine(GenerationEngine):
                                 row_seeds=[seeds[i] for i in idx] if seeds is not None else None,
                                 generator=self._generator, pad_id=self.pad_id)
             for i, o in zip(idx, outs):
-                results[i] = GenerationOutput(o.token_ids, o.log_probs, o.finish_reason, o.stop)
+                results[i] = o
         return results  # type: ignore[return-value]

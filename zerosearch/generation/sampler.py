@@ -6,27 +6,18 @@ that does not depend on which other sequences share the batch. A direct loop ove
 `DynamicCache` does all of that, and drops finished sequences from the batch as it goes (the cache is
 compacted), which matters when most trajectories stop early at `</search>`.
 
-Used by the rollout's HF engine (zerosearch.rollout.hf_engine) and the in-process simulation LLM
+Used by the rollout's HF engine (zerosearch.generation.hf_engine) and the in-process simulation LLM
 (zerosearch.search.sim_transports), so both sample the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class Sampled:
-    """One continuation: ids, their log-probs, "stop" or "length", and the matched stop (if any)."""
-
-    token_ids: list[int] = field(default_factory=list)
-    log_probs: list[float] = field(default_factory=list)
-    finish_reason: str = "length"
-    stop: str | None = None
+from zerosearch.generation.types import GenerationOutput
 
 
 def filter_logits(scaled: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
@@ -117,7 +108,7 @@ class StopChecker:
 def sample_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], caps: Sequence[int], *,
                  temperature: float, top_p: float = 1.0, top_k: int = -1, stop_token_ids: Sequence[int] = (),
                  stop_checker: StopChecker | None = None, row_seeds: Sequence[int] | None = None,
-                 generator: torch.Generator | None = None, pad_id: int = 0) -> list[Sampled]:
+                 generator: torch.Generator | None = None, pad_id: int = 0) -> list[GenerationOutput]:
     """Continue every prompt by up to caps[i] tokens, with a shared KV cache and left padding.
 
     Args:
@@ -129,7 +120,7 @@ def sample_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
     """
     dev = next(model.parameters()).device
     B = len(prompts)
-    outs = [Sampled() for _ in range(B)]
+    outs = [GenerationOutput() for _ in range(B)]
     if not B or max(caps, default=0) <= 0:
         return outs
     gens = None
