@@ -1,26 +1,17 @@
 """Command-line entry point: `python -m zerosearch.train [group=option ...] [a.b=c ...]`.
 
-Hydra composes configs/config.yaml with the overrides; Hydra's own flags work as usual
-(`--cfg job` prints the resolved configuration, `--help`, `--multirun`). Before Hydra runs, override
-keys are checked against the schema so a typo fails with the list of known keys; after composing, the
-whole config is validated once (zerosearch.config.validate) and every problem is reported together.
-`--help-keys` prints every key with its help text and default.
+The overrides go through `zerosearch.run.run` (the same path the launchers and the toy pipeline take):
+checked against the schema, composed with configs/config.yaml, validated once, trained.
+
+    python -m zerosearch.train --cfg job algorithm=ppo ...   print the resolved configuration and exit
+    python -m zerosearch.train --help-keys                   every key with its help text and default
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # before transformers is imported
-
-import hydra
-from omegaconf import DictConfig
-
-from zerosearch.config.store import CONFIG_DIR, register_configs, to_structured
-from zerosearch.config.validate import ConfigError, check_override_keys, schema_help, validate_config
-
-register_configs()
+from zerosearch.config.validate import ConfigError, schema_help
 
 
 def _print_help_keys() -> None:
@@ -33,30 +24,28 @@ def _print_help_keys() -> None:
         print(f"  {key} = {default!r}\n      {help_text}")
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def _hydra_main(dcfg: DictConfig) -> None:
-    try:
-        cfg = validate_config(to_structured(dcfg))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    from zerosearch.trainer.trainer import run_training
-
-    run_training(cfg)
-
-
-def main() -> None:
-    args = sys.argv[1:]
-    if "--help-keys" in args:
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help-keys" in args or args[:1] in (["-h"], ["--help"]):
+        if "--help-keys" not in args:
+            print(__doc__)
         _print_help_keys()
-        return
+        return 0
+    from zerosearch import run
+
     try:
-        check_override_keys([a for a in args if not a.startswith("-")])
+        if args[:1] == ["--cfg"]:  # --cfg job|all: print the composed configuration (Hydra's flag, kept)
+            from omegaconf import OmegaConf
+
+            overrides = args[2:] if len(args) > 1 and args[1] in ("job", "all") else args[1:]
+            print(OmegaConf.to_yaml(run.compose(overrides), resolve=False))
+            return 0
+        run.run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _hydra_main()
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,7 +14,8 @@ import torch
 from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.rollout.actions import parse_action
 from zerosearch.reward import extract_answer
-from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from zerosearch.config.schema import RolloutConfig
+from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.hf_engine import HFEngine
 from zerosearch.generation.types import SamplingParams
@@ -41,8 +42,8 @@ SCRIPTS = {
 }
 
 
-def _loop_cfg(**kw) -> AgentLoopConfig:
-    return AgentLoopConfig(**{"max_turns": 3, "max_response_length": 32, "max_obs_length": MAX_OBS,
+def _loop_cfg(**kw) -> RolloutConfig:
+    return RolloutConfig(**{"max_turns": 3, "max_response_length": 32, "max_obs_length": MAX_OBS,
                               "max_total_length": 512, **kw})
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from zerosearch.testing.tiny_models import build_tokenizer
 from zerosearch.reward import extract_answer
-from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from zerosearch.config.schema import RolloutConfig
+from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.retrieval import RetrievalEngine
@@ -64,7 +65,7 @@ def _run(world, turns: list[str], **cfg):
     tok, search = world
     search.pop_metrics()
     engine = ReplayEngine(tok, turns)
-    loop = AgentLoop(engine, search, tok, AgentLoopConfig(**{"max_turns": 2, "max_response_length": 64,
+    loop = AgentLoop(engine, search, tok, RolloutConfig(**{"max_turns": 2, "max_response_length": 64,
                                                              "max_obs_length": 40, "max_total_length": 2048, **cfg}))
     item = PromptItem(tok.encode("Q: capital of Alvora?", add_special_tokens=False), "row0", "What is the capital?",
                       ("Bemtis",), "test")
@@ -87,7 +88,7 @@ def test_never_answering_ends_after_the_turn_budget_with_invalid_actions_counted
     assert t.stats.stop_reason == "no_answer_at_final_turn" and extract_answer(t.response_text) is None
     assert metrics.get("search/requests", 0) == 0
     hidden = tok.decode([i for i, m in zip(t.response_ids, t.response_mask) if m == 0])
-    assert hidden.count(AgentLoopConfig().invalid_action_text.strip()) == 2  # the corrective text, masked out
+    assert hidden.count(RolloutConfig().invalid_action_text.strip()) == 2  # the corrective text, masked out
 
 
 def test_answering_on_the_first_token(world):

@@ -67,6 +67,7 @@ class RolloutConfig:
         "inside the answer tags. I will try again.\n",
         "observation appended after a turn that neither searched nor answered (must hold no complete answer-tag "
         "pair: the reward would read it as the trajectory's answer)")
+    max_query_chars: int = cfg_field(512, "a search query longer than this many characters is cut (counted in env/query_chars_cut)")
     micro_batch_size: int = cfg_field(256, "sequences per generation call of the hf engine")
     gpu_memory_utilization: float = cfg_field(0.5, "vllm: fraction of device memory (of RAM on CPU) for weights + KV cache")
     tensor_parallel_size: int = cfg_field(1, "vllm: tensor-parallel degree of each rollout engine")

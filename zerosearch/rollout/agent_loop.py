@@ -15,7 +15,7 @@ cleanly, marked truncated; the prompt (and so the question) is never cut.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 from zerosearch.config.schema import RolloutConfig
@@ -30,25 +30,6 @@ from zerosearch.utils.seeding import stable_seed
 _MIN_OBS_TOKENS = 16
 
 
-@dataclass
-class AgentLoopConfig:
-    """Budgets and texts of the loop (from RolloutConfig, see zerosearch/config/schema.py)."""
-
-    max_turns: int = 5
-    max_response_length: int = 500
-    max_obs_length: int = 500
-    max_total_length: int = 4096
-    # no complete <answer>...</answer> pair in here: the reward would read it as the trajectory's answer
-    invalid_action_text: str = ("\nMy previous action was not valid: a search goes inside <search> and </search>, and "
-                                "a final answer inside the answer tags. I will try again.\n")
-    max_query_chars: int = 512
-
-    @classmethod
-    def from_rollout_config(cls, r: RolloutConfig) -> "AgentLoopConfig":
-        return cls(max_turns=r.max_turns, max_response_length=r.max_response_length, max_obs_length=r.max_obs_length,
-                   max_total_length=r.max_total_length, invalid_action_text=r.invalid_action_text)
-
-
 class AgentLoop:
     """Runs rollouts of an agent against a search engine.
 
@@ -56,10 +37,10 @@ class AgentLoop:
         engine: generates turns (HF, vLLM, or a proxy over Ray workers).
         search: answers searches (simulated in training, real at evaluation).
         tokenizer: the agent's tokenizer (decodes turns, encodes observations).
-        cfg: budgets.
+        cfg: the rollout section of the run config (budgets, texts; `zerosearch.config.schema.RolloutConfig`).
     """
 
-    def __init__(self, engine: GenerationEngine, search: SearchEngine, tokenizer: Any, cfg: AgentLoopConfig):
+    def __init__(self, engine: GenerationEngine, search: SearchEngine, tokenizer: Any, cfg: RolloutConfig):
         self.engine, self.search, self.tokenizer, self.cfg = engine, search, tokenizer, cfg
         self.stop_token_ids = tuple(sorted({i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
                                                         tokenizer.convert_tokens_to_ids("<|im_end|>"))

@@ -188,9 +188,9 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
     """The launcher's toy path. `pairs` are the launcher's KEY value pairs, `overrides` Hydra ones."""
     import sys
 
-    from zerosearch.config.store import compose_config, to_structured
-    from zerosearch.config.validate import ConfigError, validate_config
-    from zerosearch.launch import KEYS
+    from zerosearch.config.launch_keys import KEYS
+    from zerosearch.config.validate import ConfigError
+    from zerosearch.run import load_config, run
 
     not_for_toy = sorted(set(pairs) & {"DATA_PATH", "IP", "SIMULATION_LLM", "SEARCH_MODE", "NUM_GPUS_PER_NODE",
                                         "NNODES", "RETRIEVAL_URL", "CORPUS_PATH", "ENGINE", "RAY_ADDRESS"})
@@ -213,16 +213,13 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
         ov.extend(KEYS[key].to_overrides(value))
     ov.extend(overrides)
     try:
-        cfg = validate_config(to_structured(compose_config(ov)))
+        cfg = load_config(ov)
+        print(f"[toy] artefacts ready in {time.perf_counter() - t0:.0f}s; RL: {cfg.trainer.total_steps} steps of "
+              f"{cfg.data.train_batch_size} questions x {cfg.rollout.n} samples ({algorithm})", flush=True)
+        summary_path = run(ov)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from zerosearch.trainer.trainer import Trainer
-
-    print(f"[toy] artefacts ready in {time.perf_counter() - t0:.0f}s; RL: {cfg.trainer.total_steps} steps of "
-          f"{cfg.data.train_batch_size} questions x {cfg.rollout.n} samples ({algorithm})", flush=True)
-    trainer = Trainer(cfg)
-    summary_path = trainer.fit()
     summary = json.loads(Path(summary_path).read_text())
     from zerosearch.toy.report import plot_run
 

@@ -28,7 +28,7 @@ from zerosearch.config.validate import check_world_size
 from zerosearch.data.prompts import encode_prompt
 from zerosearch.data.qa import QARow, load_qa
 from zerosearch.reward import score_fn_from_config
-from zerosearch.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
@@ -89,9 +89,8 @@ class Trainer:
         self.train_search = build_search_engine(cfg, role="train")
         self.eval_search = build_search_engine(cfg, role="eval")
         self.score_fn = score_fn_from_config(cfg.reward)  # the one scoring path: training and validation
-        self.loop_cfg = AgentLoopConfig.from_rollout_config(cfg.rollout)
-        self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, self.loop_cfg)
-        self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, self.loop_cfg)
+        self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, cfg.rollout)
+        self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, cfg.rollout)
         a = cfg.algorithm
         self.kl_ctrl = make_kl_controller(a.kl_ctrl, a.kl_coef, a.kl_target, a.kl_horizon)
         self.loader = PromptLoader(self.train_items, cfg.data.train_batch_size, cfg.trainer.seed, cfg.data.shuffle)
