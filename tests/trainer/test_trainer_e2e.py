@@ -4,6 +4,7 @@ simulated search in training and real BM25 retrieval at validation."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,10 @@ def test_grpo_run_logs_reward_and_losses_every_step(grpo_run, capfd):
                     "env/searches/mean", "search/noise_prob", "timing_s/gen", "timing_s/update_actor",
                     "rollout/log_prob_diff_max"):
             assert key in r, key
+        for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "actor/entropy", "critic/score/mean"):
+            assert math.isfinite(r[key]), (key, r[key])
+        assert r["actor/grad_norm"] > 0 and r["actor/skipped_steps"] == 0  # the update really happened
+        assert 0.0 <= r["critic/score/mean"] <= 1.0 and r["actor/entropy"] > 0
     # curriculum: 0 at the first step, END_THRESHOLD at the last
     assert rows[0]["search/noise_prob"] == 0.0 and rows[-1]["search/noise_prob"] == pytest.approx(0.5)
     # engine log-probs agree with the trainer's recomputation (weights were synced after every update)
@@ -110,3 +115,6 @@ def test_ppo_run_with_critic(assets, tmp_path):
         for key in ("critic/vf_loss", "critic/values/mean", "actor/pg_loss", "actor/reward_kl_penalty",
                     "timing_s/values", "timing_s/update_critic"):
             assert key in r, key
+        for key in ("critic/vf_loss", "critic/values/mean", "critic/grad_norm", "actor/pg_loss"):
+            assert math.isfinite(r[key]), (key, r[key])
+        assert r["critic/grad_norm"] > 0
