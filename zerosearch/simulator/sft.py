@@ -1,9 +1,11 @@
-"""Supervised fine-tuning: masked next-token cross-entropy.
+"""A small single-process supervised fine-tuning loop (masked next-token cross-entropy), for the jobs that
+come before RL: fine-tuning a simulation LLM on (prompt -> documents) pairs (`simulator.finetune`, loss on
+the documents only) and warm-starting the toy agent on demonstrations (`toy.pipeline`, loss off the
+inserted `<information>` tokens).
 
-Used to warm-start agents on demonstration trajectories (loss off the inserted `<information>` tokens)
-and to fine-tune simulation LLMs on (prompt -> documents) pairs (loss on the documents only). The
-`sft_loss` step is the unit; `SFTRunner` is a single-process loop around it (the SFT jobs here are small;
-at scale the same step runs inside the FSDP workers).
+`sft_loss` is one step; `SFTRunner` loops it on one process (AdamW, warm-up + cosine, clipping, seeded
+batches). It is not the RL trainer: no Ray, no FSDP; these SFT jobs are small enough for one process
+(at the scale of the released 3B-14B simulators, fine-tune them with a dedicated SFT framework).
 """
 
 from __future__ import annotations
