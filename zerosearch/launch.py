@@ -20,7 +20,6 @@ import sys
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from zerosearch.config.launch_keys import LaunchError, build_overrides, check_paths, known_keys_text, parse_args
-from zerosearch.config.validate import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,16 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         from zerosearch.toy.pipeline import main as toy_main
 
         return toy_main(algorithm, pairs, overrides)
-    from zerosearch.run import run
+    from zerosearch.run import run_cli
 
     ov = build_overrides(algorithm, pairs, overrides)
     print("[launch] python -m zerosearch.train " + " ".join(ov), flush=True)
-    try:
-        run(ov)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(ov)
 
 
 if __name__ == "__main__":

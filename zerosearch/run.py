@@ -13,6 +13,7 @@ known ones), composed with configs/config.yaml through Hydra's compose API, vali
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # before transformers is imported
 
@@ -57,6 +58,16 @@ def run(overrides: Sequence[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     return run_training(cfg)
+
+
+def run_cli(overrides: Sequence[str]) -> int:
+    """`run` for command lines: 0 on success; 2 with `error: ...` on stderr for a bad configuration."""
+    try:
+        run(overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _one_line(e: BaseException) -> str:

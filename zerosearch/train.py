@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from zerosearch import run
 
-    try:
-        if args[:1] == ["--cfg"]:  # --cfg job|all: print the composed configuration (Hydra's flag, kept)
-            from omegaconf import OmegaConf
+    if args[:1] != ["--cfg"]:
+        return run.run_cli(args)
+    # --cfg job|all: print the composed configuration (Hydra's flag, kept)
+    from omegaconf import OmegaConf
 
-            overrides = args[2:] if len(args) > 1 and args[1] in ("job", "all") else args[1:]
-            print(OmegaConf.to_yaml(run.compose(overrides), resolve=False))
-            return 0
-        run.run(args)
+    overrides = args[2:] if len(args) > 1 and args[1] in ("job", "all") else args[1:]
+    try:
+        print(OmegaConf.to_yaml(run.compose(overrides), resolve=False))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
