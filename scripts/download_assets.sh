@@ -3,10 +3,12 @@
 #
 #   bash scripts/download_assets.sh                  # the dataset and SearchSimulation_14B
 #   bash scripts/download_assets.sh dataset 3B 7B    # any of: dataset 3B 7B 14B all
+#   bash scripts/download_assets.sh google_14B wiki_7B  # the V2 simulators: {google,wiki}_{3B,7B,14B}, v2 (all six)
 #
 # Layout (what DATA_PATH and SIMULATION_LLM of the launchers point at):
 #   data/ZeroSearch_dataset/{train,test}.parquet     <- hf dataset sunhaonlp/ZeroSearch_dataset
 #   models/SearchSimulation_{3B,7B,14B}/             <- hf models sunhaonlp/SearchSimulation_*
+#   models/Simulation_LLM_{google,wiki}_{3B,7B,14B}/ <- hf models sunhaonlp/Simulation_LLM_{google,wiki}_*_V2
 # Environment: ZS_DATA_DIR (default <repo>/data), ZS_MODELS_DIR (default <repo>/models), HF_ENDPOINT,
 # HF_TOKEN, HF_HUB_OFFLINE, ZS_PYTHON (a python with huggingface_hub; default <repo>/.venv/bin/python).
 #
@@ -19,7 +21,7 @@ MODELS_DIR=${ZS_MODELS_DIR:-$ROOT/models}
 ENDPOINT=${HF_ENDPOINT:-https://huggingface.co}
 CHECK_TIMEOUT_S=5
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 offline_help() {
   cat >&2 <<EOF
@@ -37,15 +39,18 @@ EOF
 }
 
 # ---- what to fetch
-want_dataset=0; sizes=()
+want_dataset=0; sizes=(); v2=()
 [ $# -eq 0 ] && set -- dataset 14B
 for a in "$@"; do
   case "$a" in
     -h|--help) usage; exit 0 ;;
     dataset) want_dataset=1 ;;
     3B|7B|14B) sizes+=("$a") ;;
+    google_3B|google_7B|google_14B|wiki_3B|wiki_7B|wiki_14B) v2+=("$a") ;;
+    v2) v2+=(google_3B google_7B google_14B wiki_3B wiki_7B wiki_14B) ;;
     all) want_dataset=1; sizes=(3B 7B 14B) ;;
-    *) echo "error: unknown argument '$a' (expected dataset, 3B, 7B, 14B or all)" >&2; usage >&2; exit 2 ;;
+    *) echo "error: unknown argument '$a' (expected dataset, 3B, 7B, 14B, all, v2 or {google,wiki}_{3B,7B,14B})" >&2
+       usage >&2; exit 2 ;;
   esac
 done
 
@@ -101,5 +106,10 @@ fi
 for s in "${sizes[@]}"; do
   fetch "sunhaonlp/SearchSimulation_$s" model "$MODELS_DIR/SearchSimulation_$s"
 done
+# the V2 simulators go to the folder names the original README uses (the served name, SIMULATION_LLM)
+for s in "${v2[@]}"; do
+  fetch "sunhaonlp/Simulation_LLM_${s}_V2" model "$MODELS_DIR/Simulation_LLM_$s"
+done
 [ "$want_dataset" = 1 ] && echo "DATA_PATH: $DATA_DIR/ZeroSearch_dataset"
 for s in "${sizes[@]}"; do echo "SIMULATION_LLM: $MODELS_DIR/SearchSimulation_$s"; done
+for s in "${v2[@]}"; do echo "SIMULATION_LLM: $MODELS_DIR/Simulation_LLM_$s"; done

@@ -156,3 +156,31 @@ def test_cfg_job_prints_the_resolved_configuration():
                         "trainer.total_steps=7"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "total_steps: 7" in r.stdout and "adv_estimator: gae" in r.stdout
+
+
+def test_no_evaluation_engine_skips_validation_but_training_retrieval_needs_an_index():
+    from zerosearch.config.validate import eval_engine_configured
+
+    cfg = to_structured(compose_config([]))  # eval_engine retrieval, no url, no corpus: valid, not configured
+    validate_config(cfg, check_paths=False)
+    assert not eval_engine_configured(cfg.search)
+    assert eval_engine_configured(to_structured(compose_config(OK)).search)
+    assert not eval_engine_configured(to_structured(compose_config(OK + ["search.eval_engine=none"])).search)
+    cfg = to_structured(compose_config(["search=retrieval"]))
+    with pytest.raises(ConfigError, match=r"search.retrieval.corpus_path=None: training by retrieval"):
+        validate_config(cfg, check_paths=False)
+
+
+def test_new_choices_are_checked():
+    assert problems(["rollout.observation_layout=bing"]) == [
+        "rollout.observation_layout='bing': must be one of search_r1, simulated, google, wiki, auto"]
+    assert problems(["rollout.on_eos_without_action=stop"]) == [
+        "rollout.on_eos_without_action='stop': must be one of end, continue"]
+    assert problems(["search.simulation.prompt_family=simulate_sft_all"])[0].startswith(
+        "search.simulation.prompt_family='simulate_sft_all': must be one of simulate_prompt, "
+        "simulate_prompt_all_answers, simulate_sft, simulate_sft_all_answers (did you mean")
+    assert problems(["data.prompt_template=r1"]) == [
+        "data.prompt_template='r1': must be one of search_r1, zerosearch, compact or an existing .txt template file"]
+    assert problems(["actor.clip_ratio_c=null"]) == []
+    assert problems(["actor.clip_ratio_c=1.0"]) == [
+        "actor.clip_ratio_c=1.0: the dual-clip bound must be > 1 (or null: no dual clip)"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from zerosearch.data import TEMPLATES, load_qa, load_qa_dir, normalize_question
+from zerosearch.data import TEMPLATES, format_prompt, load_qa, load_qa_dir, normalize_question
 from zerosearch.data.prepare import main, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def test_prompt_column_is_the_plain_template(dataset):
     rows = pq.read_table(out / "test_bamboogle.parquet", columns=["question", "prompt"]).to_pylist()
     assert len(rows) == 125
     for r in rows[:5]:
-        assert r["prompt"] == [{"role": "user", "content": TEMPLATES["zerosearch"].format(r["question"])}]
+        assert r["prompt"] == [{"role": "user", "content": format_prompt(r["question"], "search_r1")}]
 
 
 def test_cli_prints_counts_and_warns_about_overlap(dataset):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zerosearch.data import TEMPLATES, encode_prompt, normalize_question, render_prompt
+from zerosearch.data import TEMPLATES, encode_prompt, format_prompt, normalize_question, render_prompt
 
 QUESTION = "  who wrote moby dick "
 
@@ -35,7 +35,7 @@ def base_tokenizer(tokenizer):
 
 
 def test_template_text():
-    text = TEMPLATES["zerosearch"].format(QUESTION)
+    text = format_prompt(QUESTION, "zerosearch")
     for piece in ("<think>", "</think>", "<search> query </search>", "<information>", "</information>",
                   "<answer>", "</answer>", "<answer> Beijing </answer>"):
         assert piece in text
@@ -49,14 +49,14 @@ def test_normalize_question(q, expected):
 
 
 def test_render_with_chat_template(tokenizer):
-    plain = TEMPLATES["zerosearch"].format(QUESTION)
+    plain = format_prompt(QUESTION, "zerosearch")
     for mode in ("auto", "always"):
         text = render_prompt(tokenizer, QUESTION, chat_template=mode)
         assert text == f"<|im_start|>user\n{plain}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_render_without_chat_template(tokenizer, base_tokenizer):
-    plain = TEMPLATES["zerosearch"].format(QUESTION)
+    plain = format_prompt(QUESTION, "zerosearch")
     assert render_prompt(tokenizer, QUESTION, chat_template="never") == plain
     assert render_prompt(base_tokenizer, QUESTION) == plain  # auto: plain text for a base tokenizer
     assert render_prompt(None, QUESTION) == plain
@@ -70,7 +70,7 @@ def test_always_needs_a_chat_template(base_tokenizer):
 def test_bad_arguments(tokenizer):
     with pytest.raises(ValueError, match="expected one of auto, always, never"):
         render_prompt(tokenizer, QUESTION, chat_template="yes")
-    with pytest.raises(ValueError, match="unknown prompt template 'r1'; known: zerosearch"):
+    with pytest.raises(ValueError, match=r"unknown prompt template 'r1' \(data.prompt_template\); known: search_r1, zerosearch, compact"):
         render_prompt(tokenizer, QUESTION, template="r1")
 
 
@@ -81,5 +81,5 @@ def test_encode_prompt(tokenizer, base_tokenizer):
     for tag in ("<think>", "<search>", "<answer>", "<|im_start|>"):  # one id each, not re-split
         assert tokenizer.convert_tokens_to_ids(tag) in ids
     base_ids = encode_prompt(base_tokenizer, QUESTION)
-    assert base_tokenizer.decode(base_ids) == TEMPLATES["zerosearch"].format(QUESTION)
+    assert base_tokenizer.decode(base_ids) == format_prompt(QUESTION, "zerosearch")
     assert encode_prompt(tokenizer, QUESTION, chat_template="never") == base_ids

@@ -81,3 +81,34 @@ def test_contains_answer_empty_gold_policy():
     assert not text_utils.contains_answer("anything", ["---"])
     assert text_utils.contains_answer("anything", ["---"], count_empty=True)
     assert text_utils.contains_answer("The capital is Paris.", ["paris"])
+
+
+ZEROSEARCH_NOTICE = ("\nMy previous action is invalid. If I want to search, I should put the query between <search> and "
+                     "</search>. If I want to give the final answer, I should put the answer between <answer> and "
+                     "</answer>. Let me try again.\n")
+
+
+def test_environment_text_is_never_the_answer():
+    """ZeroSearch's invalid-action notice holds "<answer> and </answer>": a trajectory that ends right after
+    it (the turn budget ran out) must score as unanswered, not as answering "and"."""
+    from zerosearch.reward import compute_score, extract_answer
+
+    ended = "<think> hmm </think> I am not sure." + ZEROSEARCH_NOTICE + "<think> still unsure"
+    assert extract_answer(ended) == "and"  # the text alone cannot tell: the notice's pair is the last one
+    assert extract_answer(ended, [ZEROSEARCH_NOTICE]) is None
+    reward, metrics = compute_score(ended, ["and"], environment_texts=[ZEROSEARCH_NOTICE])
+    assert reward == 0.0 and metrics["answered"] == 0.0
+    # a real answer after the notice still counts; no pair spans the notice or an <information> block
+    assert extract_answer(ended + " <answer> Paris </answer>", [ZEROSEARCH_NOTICE]) == "Paris"
+    assert extract_answer("<answer> Par" + ZEROSEARCH_NOTICE + "is </answer>", [ZEROSEARCH_NOTICE]) is None
+    info = "<search> q </search>\n\n<information>Doc 1: <answer> x </answer></information>\n\n"
+    assert extract_answer(info) is None and extract_answer("<answer> y " + info + "</answer>") is None
+
+
+def test_the_trainer_score_function_knows_the_notice():
+    from zerosearch.config.schema import RewardConfig
+    from zerosearch.reward import score_fn_from_config
+
+    fn = score_fn_from_config(RewardConfig(score="f1"), environment_texts=(ZEROSEARCH_NOTICE,))
+    assert fn("no answer" + ZEROSEARCH_NOTICE, ["and"])[0] == 0.0
+    assert fn("<answer> the and </answer>" + ZEROSEARCH_NOTICE, ["and"])[0] == 1.0

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from zerosearch.search.formatting import (
-    CLOSE_TAG, OPEN_TAG, format_documents, format_observation, observation_token_budget, strip_agent_tags,
+    CLOSE_TAG, LAYOUTS, OPEN_TAG, format_documents, format_observation, format_result, observation_token_budget,
+    strip_agent_tags,
     wrap_observation,
 )
 from zerosearch.search.types import Document
@@ -136,3 +137,58 @@ def test_tiny_tokenizer_sees_exactly_one_pair_of_tags(tiny_encode):
     assert ids.count(tok.convert_tokens_to_ids(OPEN_TAG)) == 1
     assert ids.count(tok.convert_tokens_to_ids(CLOSE_TAG)) == 1
     assert tok.convert_tokens_to_ids("<|im_end|>") not in ids
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+def _original_passthrough(text: str, topk: int) -> str:
+    """What ZeroSearch's generation.py made of a simulator's text (ZEROSEARCH_INTERFACES.md section 4)."""
+    body = "\n".join(text.replace("\n\n", "\n").split("\n")).split(f"Doc {topk + 1}")[0]
+    return f"\n\n<information>{body.strip()}</information>\n\n"
+
+
+def test_simulated_layout_is_the_original_passthrough():
+    from zerosearch.search.sim_parsing import parse_documents
+    from zerosearch.search.types import SearchResult
+
+    raw = ("Doc 1: Herman Melville wrote Moby-Dick, published in 1851.\n\n"
+           "Doc 2: The novel follows Ishmael aboard the whaler Pequod.\n\n"
+           "Doc 3: Melville was born in New York City in 1819.\nDoc 4: extra")
+    docs = parse_documents(raw, 3)
+    result = SearchResult(documents=docs, engine="simulate_sft")
+    for layout in ("auto", "simulated"):
+        assert format_result(result, whitespace_encode, 10_000, layout) == _original_passthrough(raw, 3)
+    assert format_result(result, whitespace_encode, 10_000).startswith(  # today's default: search_r1
+        "\n\n<information>Doc 1(Title: ) Herman Melville")
+
+
+def test_google_wiki_and_search_r1_layouts():
+    from zerosearch.search.types import SearchResult
+
+    docs = [Document(title="Moby-Dick - Wikipedia", text="Moby-Dick is an 1851 novel."),
+            Document(title="", text="Melville's whale.")]
+    google = SearchResult(documents=docs, engine="google")
+    assert format_result(google, whitespace_encode, 10_000, "auto") == (
+        "\n\n<information>Doc 1: Moby-Dick - WikipediaMoby-Dick is an 1851 novel.\nDoc 2: Melville's whale."
+        "</information>\n\n")
+    wiki = SearchResult(documents=docs, engine="bm25")
+    assert format_result(wiki, whitespace_encode, 10_000, "auto") == (
+        "\n\n<information>Doc 1: Moby-Dick - Wikipedia\nMoby-Dick is an 1851 novel.\nDoc 2: Melville's whale."
+        "</information>\n\n")
+    assert format_documents(docs, "search_r1") == (
+        "Doc 1(Title: Moby-Dick - Wikipedia) Moby-Dick is an 1851 novel.\nDoc 2(Title: ) Melville's whale.")
+    with pytest.raises(ValueError, match="rollout.observation_layout"):
+        format_documents(docs, "bing")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_keeps_the_budget_and_the_closing_tag(layout, tiny_encode):
+    tiny_encode, _ = tiny_encode
+    rng = random.Random(7)
+    for _ in range(30):
+        docs = random_docs(rng)
+        budget = rng.randint(20, 160)
+        block = format_observation(docs, tiny_encode, budget, layout=layout)
+        check_block(block, tiny_encode, budget)
+        if docs and len(tiny_encode(block)) > len(tiny_encode(wrap_observation(""))):
+            assert inner(block).startswith("Doc 1")

@@ -1,4 +1,6 @@
-"""Simulator prompt templates: the shipped files, rendering per family and noise, and load-time errors."""
+"""Simulator prompt families: loading (any subset of placeholders, byte-exact files, the system message),
+load-time errors naming file and line, and the chat each transport sends (exact texts: tests/data/
+test_prompt_templates.py)."""
 
 from __future__ import annotations
 
@@ -6,81 +8,94 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.search.sim_prompts import DEFAULT_PROMPT_DIR, PromptSet, PromptTemplate, PromptTemplateError
+from zerosearch.generation.types import SamplingParams
+from zerosearch.search.sim_prompts import PromptSet, SimPrompt, available_families
+from zerosearch.search.sim_transports import ChatRenderer, ChatTransport, CompletionsTransport, SglangTransport
+from zerosearch.utils.templates import TemplateError, TextTemplate
 
-ARGS = dict(query="capital of  France", question="What is the capital of France?",
+ARGS = dict(query="capital of France", question="What is the capital of France?",
             answers=("Paris", "City of Light"), topk=4, words=25)
 
 
-@pytest.mark.parametrize("family", ["simulate_sft", "simulate_prompt"])
-def test_useful_prompt_conditions_on_question_and_all_answers(family: str) -> None:
-    text = PromptSet.load(family).render(noisy=False, **ARGS)
-    assert "Query: capital of France" in text                  # whitespace collapsed
-    assert "What is the capital of France?" in text
-    assert "Paris; City of Light" in text                       # every gold answer, not only the first
-    assert " 4 " in text and "25 words" in text
-    assert text.rstrip().endswith("Useful Output:")
-    assert "{" not in text and "}" not in text
-
-
-def test_noisy_prompts() -> None:
-    sft = PromptSet.load("simulate_sft").render(noisy=True, **ARGS)
-    assert sft.rstrip().endswith("Noisy Output:")
-    assert "What is the capital of France?" in sft and "Paris" in sft
-    zero_shot = PromptSet.load("simulate_prompt").render(noisy=True, **ARGS)
-    assert zero_shot.rstrip().endswith("Noisy Output:")
-    assert "Query: capital of France" in zero_shot
-    # the zero-shot noisy variant gives neither question nor answer
-    assert "What is the capital of France?" not in zero_shot and "Paris" not in zero_shot
-    # the zero-shot family carries a one-shot example; the SFT one does not
-    assert zero_shot.count("Query:") == 2 and sft.count("Query:") == 1
-
-
-def test_shipped_files_exist() -> None:
-    names = sorted(p.name for p in DEFAULT_PROMPT_DIR.glob("*.txt"))
-    assert names == ["simulate_prompt_noisy.txt", "simulate_prompt_useful.txt", "simulate_sft_noisy.txt",
-                     "simulate_sft_useful.txt"]
-
-
-def _write(folder: Path, family: str, useful: str, noisy: str) -> Path:
+def _write(folder: Path, family: str, useful: str, noisy: str, system: str | None = None) -> Path:
     (folder / f"{family}_useful.txt").write_text(useful)
     (folder / f"{family}_noisy.txt").write_text(noisy)
+    if system is not None:
+        (folder / f"{family}_system.txt").write_text(system)
     return folder
 
 
-FULL = "Q {query} {question} {answers} {topk} {words}\nUseful Output:\n"
+def test_any_subset_of_placeholders_and_byte_exact_files(tmp_path: Path) -> None:
+    _write(tmp_path, "mine", "Q {query} {answers} {first_answer} {{literal}}\n\n", "{query}", system="be brief")
+    ps = PromptSet.load("mine", tmp_path)
+    assert ps.render(noisy=False, **ARGS) == "Q capital of France Paris; City of Light Paris {literal}\n\n"
+    assert ps.render(noisy=True, **ARGS) == "capital of France"
+    assert ps.system == "be brief"
+    assert available_families(tmp_path) == ["mine"]
 
 
-def test_custom_dir_and_escaped_braces(tmp_path: Path) -> None:
-    _write(tmp_path, "simulate_prompt", FULL + "{{literal}}", "{query} {topk} {words} Noisy Output:")
-    ps = PromptSet.load("simulate_prompt", tmp_path)
-    out = ps.render(noisy=False, **ARGS)
-    assert out.endswith("Useful Output:\n{literal}")
-    assert ps.render(noisy=True, **ARGS) == "capital of France 4 25 Noisy Output:"
+def test_zero_shot_noisy_gives_neither_question_nor_answer() -> None:
+    noisy = PromptSet.load("simulate_prompt").render(noisy=True, **ARGS)
+    assert "What is the capital of France?" not in noisy and "Paris" not in noisy
+    assert noisy.count("Query:") == 2   # the worked example and the query
 
 
 @pytest.mark.parametrize("useful, match", [
-    (FULL + "{quary}", r"unknown placeholder \{quary\}"),
-    ("{query} {question} {topk} {words}", r"missing placeholder\(s\) \{answers\}"),
-    (FULL + " {oops", "unbalanced"),
-    (FULL + " } ", "unbalanced"),
+    ("{query}\n{quary}", r"mine_useful.txt:2: unknown placeholder \{quary\}"),
+    ("no query here", r"mine_useful.txt: missing placeholder\(s\) \{query\}"),
+    ("{query} {oops", r"mine_useful.txt:1: unbalanced"),
+    ("{query}\n\n } ", r"mine_useful.txt:3: unbalanced"),
 ])
-def test_bad_templates_fail_at_load(tmp_path: Path, useful: str, match: str) -> None:
-    _write(tmp_path, "simulate_sft", useful, FULL)
-    with pytest.raises(PromptTemplateError, match=match) as e:
-        PromptSet.load("simulate_sft", tmp_path)
-    assert "simulate_sft_useful.txt" in str(e.value)           # the message names the file
+def test_bad_templates_fail_at_load_naming_file_and_line(tmp_path: Path, useful: str, match: str) -> None:
+    _write(tmp_path, "mine", useful, "{query}")
+    with pytest.raises(TemplateError, match=match):
+        PromptSet.load("mine", tmp_path)
 
 
-def test_missing_file_and_unknown_family(tmp_path: Path) -> None:
-    with pytest.raises(PromptTemplateError, match="not found"):
-        PromptSet.load("simulate_sft", tmp_path)
-    with pytest.raises(PromptTemplateError, match="family"):
+def test_a_system_file_takes_no_placeholders(tmp_path: Path) -> None:
+    _write(tmp_path, "mine", "{query}", "{query}", system="hello {query}")
+    with pytest.raises(TemplateError, match=r"mine_system.txt:1: unknown placeholder \{query\}"):
+        PromptSet.load("mine", tmp_path)
+
+
+def test_unknown_family_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match=r"prompt family 'simulate_google'.*known: simulate_prompt, "
+                                            r"simulate_prompt_all_answers, simulate_sft, simulate_sft_all_answers"):
         PromptSet.load("simulate_google")
+    (tmp_path / "half_useful.txt").write_text("{query}")
+    with pytest.raises(TemplateError, match="no half_useful.txt and half_noisy.txt"):
+        PromptSet.load("half", tmp_path)
 
 
-def test_no_answers_and_parse_roundtrip() -> None:
-    t = PromptTemplate.parse("a {query} b {answers}", "x")
-    assert t.render({"query": "q", "answers": "A"}) == "a q b A"
-    text = PromptSet.load("simulate_sft").render(noisy=False, **{**ARGS, "answers": ()})
-    assert "unknown" in text
+def test_template_render_needs_every_value() -> None:
+    t = TextTemplate.parse("a {x} b {y}", "inline", allowed={"x", "y"})
+    assert t.render({"x": "1", "y": "2", "z": "ignored"}) == "a 1 b 2"
+    with pytest.raises(TemplateError, match=r"inline: no value for placeholder\(s\) \{y\}"):
+        t.render({"x": "1"})
+
+
+class _Tok:
+    """A chat template that shows every message (role and content), so the test sees what is rendered."""
+
+    chat_template = "shown"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert not tokenize and add_generation_prompt
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
+
+
+def test_the_empty_system_message_is_sent_by_every_transport() -> None:
+    ps = PromptSet.load("simulate_sft")
+    prompt = ps.prompt(noisy=False, **ARGS)
+    assert prompt == SimPrompt(user=ps.render(noisy=False, **ARGS), system="")
+    sampling = SamplingParams(temperature=0.8, max_new_tokens=600)
+    body = ChatTransport("SearchSimulation_14B").payload(prompt, sampling)
+    assert body["messages"] == [{"role": "system", "content": ""}, {"role": "user", "content": prompt.user}]
+    assert body["model"] == "SearchSimulation_14B" and body["max_tokens"] == 600 and body["temperature"] == 0.8
+    rendered = f"<system></system><user>{prompt.user}</user><assistant>"
+    assert CompletionsTransport(ChatRenderer(tokenizer=_Tok())).payload(prompt, sampling)["prompt"] == rendered
+    assert SglangTransport(ChatRenderer(tokenizer=_Tok())).payload(prompt, sampling)["text"] == rendered
+    # a family without a system file sends the user message alone; a bare string is one user message
+    alone = PromptSet.load("simulate_sft_all_answers").prompt(noisy=True, **ARGS)
+    assert ChatTransport().payload(alone, sampling)["messages"] == [{"role": "user", "content": alone.user}]
+    assert ChatTransport().payload("hi", sampling)["messages"] == [{"role": "user", "content": "hi"}]

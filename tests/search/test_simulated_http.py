@@ -39,7 +39,8 @@ def engine(*servers: StubSimServer | str, transport: str = "chat", family: str =
                            max_concurrency=concurrency, server_failure_limit=failure_limit,
                            server_cooldown_s=cooldown_s, max_tokens=64)
     cur = CurriculumConfig(start_threshold=noise, end_threshold=noise, granularity=granularity)
-    return SimulatedSearchEngine.from_config(sim, cur, mode=family, topk=topk, total_steps=10, seed=1,
+    mode = "simulate_prompt" if family.startswith("simulate_prompt") else "simulate_sft"
+    return SimulatedSearchEngine.from_config(sim, cur, mode=mode, topk=topk, total_steps=10, seed=1,
                                              cache=cache, **overrides)
 
 
@@ -70,15 +71,18 @@ def test_transport_request_and_response_formats(transport: str, tiny_dir: Path) 
             prompt = prompt_of(path, body)
             assert f"Query: {req.query}" in prompt
             if transport == "chat":
-                assert body["model"] == "sim-model" and body["messages"][0]["role"] == "user"
+                # ZeroSearch's call: an explicit empty system message, then the prompt
+                assert body["model"] == "sim-model" and body["messages"][0] == {"role": "system", "content": ""}
+                assert body["messages"][1]["role"] == "user"
                 assert body["max_tokens"] == 64 and body["temperature"] == 0.8 and body["stop"] == ["Doc 6"]
             elif transport == "completions":
                 assert body["model"] == "sim-model"
-                assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
+                assert prompt.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n")
+                assert prompt.endswith("<|im_start|>assistant\n")
             else:
                 assert "model" not in body and body["sampling_params"]["max_new_tokens"] == 64
                 assert body["sampling_params"]["stop"] == ["Doc 6"]
-                assert prompt.startswith("<|im_start|>user\n")
+                assert prompt.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n")
 
 
 def test_empty_model_name_is_left_out() -> None:
@@ -95,7 +99,8 @@ def test_each_prompt_carries_its_own_rows_question_and_answers() -> None:
     searching = [0, 2]
     reqs = [SearchRequest(query=f"river {i} length", row_id=f"r{i}", question=rows[i]["question"],
                           golden_answers=rows[i]["answers"]) for i in searching]
-    for family in ("simulate_sft", "simulate_prompt"):
+    # the all-answers families send every gold answer (the exact ZeroSearch ones only the first)
+    for family in ("simulate_sft_all_answers", "simulate_prompt_all_answers"):
         with StubSimServer() as srv, engine(srv, family=family) as eng:
             eng.search(reqs)
             prompts = {prompt_of(p, b).split("Query: ")[-1].split("\n")[0]: prompt_of(p, b) for p, b in srv.requests}

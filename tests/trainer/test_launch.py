@@ -77,13 +77,26 @@ def test_missing_paths_are_named_before_anything_starts(script, tmp_path):
     print(f"missing paths: 3 launches in {time.monotonic() - t0:.2f} s")
 
 
+def test_the_original_search_values_map_to_ours():
+    from zerosearch.config.launch_keys import build_overrides
+
+    ov = build_overrides("reinforce", {"SEARCH_MODE": "wiki", "SEARCH_ENGINE": "wiki"}, [])
+    assert ov[:2] == ["algorithm=reinforce", "experiment=zerosearch"]
+    assert "search=retrieval" in ov and "search.eval_engine=retrieval" in ov
+    assert "search.eval_engine=google" in build_overrides("grpo", {"SEARCH_ENGINE": "google"}, [])
+    assert (ROOT / "train_reinforce.sh").read_text().count("--algorithm reinforce") == 1
+
+
 def _seed_folder(tmp_path: Path) -> dict[str, Path]:
     """Llama-3.2-3B/ (a tiny agent taught to search) and ZeroSearch_dataset/ (train/test parquet) in tmp_path."""
     assets = make_assets(tmp_path / "assets")
-    teach_to_search(assets["agent"], [r.question for r in load_qa(assets["train"])])
+    # taught on the prompt the seed line trains with: the dataset's own, the search_r1 text
+    teach_to_search(assets["agent"], [r.question for r in load_qa(assets["train"])], template="search_r1")
     os.symlink(assets["agent"], tmp_path / "Llama-3.2-3B")
     for split, src in (("train", assets["train"]), ("test", assets["val"])):
         write_parquet(load_qa(src), tmp_path / "ZeroSearch_dataset" / f"{split}.parquet", split)
+    _QUESTIONS.update({r.question: r.golden_answers
+                       for r in load_qa(tmp_path / "ZeroSearch_dataset" / "train.parquet")})
     return assets
 
 
@@ -100,7 +113,7 @@ def _run_seed_line(tmp_path: Path, assets: dict[str, Path], port: int) -> tuple[
         "rollout.n=2", "rollout.max_turns=1", "rollout.max_response_length=12", "rollout.max_obs_length=48",
         "rollout.max_total_length=600", "actor.ppo_mini_batch_size=2", "actor.micro_batch_size_per_worker=2",
         "actor.use_dynamic_bsz=false", "search.simulation.max_tokens=24", "search.topk=1",
-        f"search.retrieval.corpus_path={assets['corpus']}", "trainer.save_freq=-1", "trainer.test_freq=-1",
+        "trainer.save_freq=-1", "trainer.test_freq=-1",
         "trainer.val_before_train=false", "logging.wandb_mode=offline", "logging.progress_bar=false",
         f"trainer.output_dir={tmp_path / 'run'}",
     ]
@@ -112,6 +125,8 @@ def _run_seed_line(tmp_path: Path, assets: dict[str, Path], port: int) -> tuple[
                      "search.simulation.model_name=SearchSimulation_14B", "curriculum.start_threshold=0.25",
                      "curriculum.end_threshold=0.5"):
         assert override in launched, override
+    # no evaluation engine on the seed's line: one warning, validation skipped, training goes on
+    assert (r.stdout + r.stderr).count("no evaluation search engine is configured") == 1
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in rows if x.get("step", 0) > 0 and "critic/score/mean" in x]
     assert [x["step"] for x in steps] == [1, 2]
@@ -133,6 +148,22 @@ def test_the_seed_command_line_runs(tmp_path):
     chats = [body for path, body in requests if path == "/v1/chat/completions"]
     assert sum(x.get("search/requests", 0) for x in steps) == len(chats) > 0
     assert {body["model"] for body in chats} == {"SearchSimulation_14B"}
+    # ZeroSearch's simulator call, byte for byte: an empty system message, then the exact simulate_sft prompt
+    from zerosearch.search.sim_prompts import PromptSet
+
+    sft = PromptSet.load("simulate_sft")
+    for body in chats:
+        system, user = body["messages"]
+        assert system == {"role": "system", "content": ""} and user["role"] == "user"
+        assert user["content"].startswith("You are the Google search engine.\nGiven a query, you need to generate "
+                                          "five ") and user["content"].endswith(" Output:\n")
+        assert user["content"] in {sft.render(noisy=n, query=user["content"].split("\nQuery: ")[1].rsplit("\n", 2)[0],
+                                              question=q, answers=a, topk=1, words=30)
+                                   for n in (False, True) for q, a in _QUESTIONS.items()}
+        assert body["max_tokens"] == 24 and body["temperature"] == 0.8
+
+
+_QUESTIONS: dict[str, tuple[str, ...]] = {}  # the seed folder's training questions -> gold answers
 
 
 def _served_requests(url: str, name: str) -> float:

@@ -27,7 +27,8 @@ def _field(name: str) -> Callable[[str], list[str]]:
 
 
 def _search_mode(v: str) -> list[str]:
-    return [f"search={v}"]
+    # the original's SEARCH_MODE values: simulate_sft | simulate_prompt | google | wiki (its local retriever)
+    return [f"search={'retrieval' if v == 'wiki' else v}"]
 
 
 def _eval_engine(v: str) -> list[str]:
@@ -53,13 +54,16 @@ KEYS: dict[str, Key] = {
     "TOTAL_STEPS": Key("training steps (trainer.total_steps)", _field("trainer.total_steps")),
     "IP": Key("simulation server(s): host, host:port or a comma list (search.simulation.servers)",
               lambda v: [f"search.simulation.servers='{v}'"]),
-    "SEARCH_MODE": Key("training search: simulate_sft | simulate_prompt | retrieval | google (search=...)", _search_mode),
+    "SEARCH_MODE": Key("training search: simulate_sft | simulate_prompt | retrieval (alias wiki) | google (search=...)",
+                       _search_mode),
     "SIMULATION_LLM": Key("served name (or local folder) of the simulation LLM (search.simulation.model_name)",
                           _simulation_llm),
     "START_THRESHOLD": Key("noise probability at the first step (curriculum.start_threshold)",
                            _field("curriculum.start_threshold")),
     "END_THRESHOLD": Key("noise probability at the last step (curriculum.end_threshold)", _field("curriculum.end_threshold")),
-    "SEARCH_ENGINE": Key("evaluation search: wiki (local retrieval) | google (search.eval_engine)", _eval_engine),
+    "SEARCH_ENGINE": Key("evaluation search: wiki (retrieval) | google | none (search.eval_engine); without it, or "
+                         "without RETRIEVAL_URL / CORPUS_PATH for wiki, validation is skipped with a warning",
+                         _eval_engine),
     "RETRIEVAL_URL": Key("a Search-R1 /retrieve server for evaluation (search.retrieval.url)", _field("search.retrieval.url")),
     "CORPUS_PATH": Key("jsonl corpus for a local evaluation index (search.retrieval.corpus_path)",
                        lambda v: [f"search.retrieval.corpus_path={os.path.abspath(v)}"]),

@@ -31,7 +31,12 @@ class DataConfig:
     val_max_rows_per_source: Optional[int] = cfg_field(
         None, "cap on validation rows per data source (a seeded subsample; None = all rows)")
     max_prompt_length: int = cfg_field(1024, "tokens; a longer prompt is an error (or skipped with skip_invalid_rows), never cut")
-    prompt_template: str = cfg_field("zerosearch", "agent prompt template name (zerosearch.data.prompts.TEMPLATES)")
+    prompt_template: str = cfg_field(
+        "zerosearch", "agent prompt template: search_r1 (the original's, byte for byte) | zerosearch (our wording) | "
+        "compact (tiny models) | a path to a .txt file with a {question} placeholder")
+    use_dataset_prompt: bool = cfg_field(
+        False, "when a parquet row has a `prompt` column, train on that chat as it is (through the chat template "
+        "per data.chat_template) instead of rendering prompt_template; rows without one use the template")
     chat_template: str = cfg_field(
         "auto", "render the prompt through the tokenizer's chat template: auto (when it has one) | always | never")
     shuffle: bool = cfg_field(True, "shuffle training rows each epoch (seeded by trainer.seed)")
@@ -67,6 +72,13 @@ class RolloutConfig:
         "inside the answer tags. I will try again.\n",
         "observation appended after a turn that neither searched nor answered (must hold no complete answer-tag "
         "pair: the reward would read it as the trajectory's answer)")
+    on_eos_without_action: str = cfg_field(
+        "end", "a turn that ends the sequence (EOS) without a <search> or <answer>: end (the trajectory ends) | "
+        "continue (the invalid-action notice is appended and the trajectory goes on, as the original)")
+    observation_layout: str = cfg_field(
+        "search_r1", "how documents are written in <information>: search_r1 (Doc i(Title: t) text) | simulated "
+        "(a simulator's Doc i: text as it wrote them) | google (Doc i: {title}{snippet}) | wiki (Doc i: text) | "
+        "auto (the original's layout of each engine: simulated, google or wiki)")
     max_query_chars: int = cfg_field(512, "a search query longer than this many characters is cut (counted in env/query_chars_cut)")
     micro_batch_size: int = cfg_field(256, "sequences per generation call of the hf engine")
     gpu_memory_utilization: float = cfg_field(0.5, "vllm: fraction of device memory (of RAM on CPU) for weights + KV cache")
@@ -84,7 +96,9 @@ class SimulationConfig:
     model_name: str = cfg_field(
         "", "SIMULATION_LLM: served model name sent in requests (sglang ignores it; vLLM needs the served name)")
     model_path: Optional[str] = cfg_field(None, "inprocess transport: the simulator's model folder (also the tokenizer for completions)")
-    prompt_family: str = cfg_field("", "simulate_sft | simulate_prompt; empty = from search.mode")
+    prompt_family: str = cfg_field(
+        "", "simulator prompt files <family>_{useful,noisy,system}.txt in prompt_dir: simulate_sft (the original's, "
+        "exact) | simulate_prompt | simulate_sft_all_answers | simulate_prompt_all_answers; empty = search.mode")
     prompt_dir: Optional[str] = cfg_field(None, "folder of prompt templates; None = configs/prompts")
     words_per_doc: int = cfg_field(30, "words per simulated document, as asked in the prompt; original: 30")
     temperature: float = cfg_field(0.8, "simulator sampling temperature; original: 0.8")
@@ -125,9 +139,10 @@ class WebSearchConfig:
 
 @dataclass
 class SearchConfig:
-    mode: str = cfg_field("simulate_sft", "SEARCH_MODE, the training engine: simulate_sft | simulate_prompt | retrieval | google")
+    mode: str = cfg_field("simulate_sft", "SEARCH_MODE, the training engine: simulate_sft | simulate_prompt | retrieval (alias wiki) | google")
     eval_engine: str = cfg_field(
-        "retrieval", "SEARCH_ENGINE, the validation engine: retrieval (alias wiki) | google | simulate_sft | simulate_prompt")
+        "retrieval", "SEARCH_ENGINE, the validation engine: retrieval (alias wiki) | google | simulate_sft | simulate_prompt "
+        "| none (no validation); retrieval without url or corpus_path (nothing configured) warns once and skips validation")
     topk: int = cfg_field(5, "TOPK: documents per search; original: 5")
     cache_train: bool = cfg_field(False, "cache results during training (keyed by query, mode and noise)")
     cache_eval: bool = cfg_field(True, "cache results during validation")
@@ -187,7 +202,8 @@ class ActorConfig:
     policy_loss: str = cfg_field("ppo", "policy loss: ppo (clipped, dual-clip) | gspo (sequence-level ratio)")
     clip_ratio_low: float = cfg_field(0.2, "PPO epsilon below 1")
     clip_ratio_high: float = cfg_field(0.2, "PPO epsilon above 1 (DAPO clip-higher uses 0.28)")
-    clip_ratio_c: float = cfg_field(3.0, "dual-clip bound for negative advantages (dual-clip PPO)")
+    clip_ratio_c: Optional[float] = cfg_field(
+        3.0, "dual-clip bound for negative advantages (dual-clip PPO); null = no dual clip (the original's loss)")
     loss_agg_mode: str = cfg_field(
         "token-mean", "token-mean | token-sum | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm")
     loss_norm_len: Optional[int] = cfg_field(None, "seq-mean-token-sum-norm: constant normaliser (None = padded length)")

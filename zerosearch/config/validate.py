@@ -13,14 +13,28 @@ from dataclasses import fields, is_dataclass
 from typing import Any, Iterable
 
 from zerosearch.config.schema import ZeroSearchConfig
+from zerosearch.data.prompts import AGENT_TEMPLATE_NAMES
+from zerosearch.search.formatting import LAYOUT_CHOICES
+from zerosearch.search.sim_prompts import available_families
 
 ADV_ESTIMATORS = ("gae", "grpo", "reinforce", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "rloo")
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
 AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 SEARCH_MODES = ("simulate_sft", "simulate_prompt", "retrieval", "google")
-EVAL_ENGINES = ("retrieval", "wiki", "google", "simulate_sft", "simulate_prompt")
+EVAL_ENGINES = ("retrieval", "wiki", "google", "simulate_sft", "simulate_prompt", "none")
 TRANSPORTS = ("chat", "completions", "sglang", "inprocess")
 LOG_BACKENDS = ("console", "jsonl", "tensorboard", "wandb")
+
+
+def eval_engine_configured(s: Any) -> bool:
+    """Whether `search` (a SearchConfig) names a usable validation engine. The original's command line names
+    none (its SEARCH_ENGINE default, a local wiki retriever, needs a server): retrieval without a url or a
+    corpus, or `none`, means no validation (the trainer warns once and skips it) rather than a refusal."""
+    if s.eval_engine == "none":
+        return False
+    if s.eval_engine in ("retrieval", "wiki"):
+        return bool(s.retrieval.url or s.retrieval.corpus_path)
+    return True
 
 
 class ConfigError(ValueError):
@@ -80,6 +94,10 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("data.val_batch_size", d.val_batch_size)
     c.positive("data.max_prompt_length", d.max_prompt_length)
     c.choice("data.chat_template", d.chat_template, ("auto", "always", "never"))
+    if d.prompt_template not in AGENT_TEMPLATE_NAMES and not (d.prompt_template.endswith(".txt")
+                                                                and os.path.isfile(d.prompt_template)):
+        c.fail("data.prompt_template", d.prompt_template,
+               f"must be one of {', '.join(AGENT_TEMPLATE_NAMES)} or an existing .txt template file")
     if d.val_max_rows_per_source is not None:
         c.positive("data.val_max_rows_per_source", d.val_max_rows_per_source)
 
@@ -99,6 +117,8 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
         c.fail("rollout.max_total_length", r.max_total_length,
                f"must exceed data.max_prompt_length ({d.max_prompt_length}) to leave room for a response")
     c.prob("rollout.gpu_memory_utilization", r.gpu_memory_utilization)
+    c.choice("rollout.observation_layout", r.observation_layout, LAYOUT_CHOICES)
+    c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
     c.positive("rollout.tensor_parallel_size", r.tensor_parallel_size)
 
     # --- search
@@ -107,8 +127,10 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("search.topk", s.topk)
     sim = s.simulation
     c.choice("search.simulation.transport", sim.transport, TRANSPORTS)
-    if sim.prompt_family:
-        c.choice("search.simulation.prompt_family", sim.prompt_family, ("simulate_sft", "simulate_prompt"))
+    if sim.prompt_family and (not sim.prompt_dir or os.path.isdir(sim.prompt_dir)):
+        c.choice("search.simulation.prompt_family", sim.prompt_family, available_families(sim.prompt_dir))
+    elif sim.prompt_dir and not os.path.isdir(sim.prompt_dir):
+        c.fail("search.simulation.prompt_dir", sim.prompt_dir, "folder of prompt templates does not exist")
     c.positive("search.simulation.timeout_s", sim.timeout_s)
     c.positive("search.simulation.max_retries", sim.max_retries, allow_zero=True)
     c.positive("search.simulation.max_concurrency", sim.max_concurrency)
@@ -122,10 +144,12 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     if check_paths and uses_sim and sim.model_path:
         c.path("search.simulation.model_path", sim.model_path, what="simulator model folder")
     c.choice("search.retrieval.method", s.retrieval.method, ("bm25", "dense"))
-    uses_retrieval = "retrieval" in (s.mode, s.eval_engine) or s.eval_engine == "wiki"
-    if uses_retrieval and not (s.retrieval.url or s.retrieval.corpus_path):
+    # training by retrieval needs an index; validation without one is skipped (eval_engine_configured)
+    uses_retrieval = s.mode == "retrieval" or (s.eval_engine in ("retrieval", "wiki") and eval_engine_configured(s))
+    if s.mode == "retrieval" and not (s.retrieval.url or s.retrieval.corpus_path):
         c.fail("search.retrieval.corpus_path", s.retrieval.corpus_path,
-               "retrieval needs search.retrieval.url (a /retrieve server) or a local corpus_path")
+               "training by retrieval (search.mode=retrieval) needs search.retrieval.url (a /retrieve server) or a "
+               "local corpus_path")
     if check_paths and uses_retrieval and not s.retrieval.url:
         c.path("search.retrieval.corpus_path", s.retrieval.corpus_path, what="corpus file")
 
@@ -163,8 +187,8 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.choice("actor.param_dtype", ac.param_dtype, ("auto", "float32", "bfloat16"))
     c.positive("actor.clip_ratio_low", ac.clip_ratio_low)
     c.positive("actor.clip_ratio_high", ac.clip_ratio_high)
-    if ac.clip_ratio_c <= 1.0:
-        c.fail("actor.clip_ratio_c", ac.clip_ratio_c, "the dual-clip bound must be > 1")
+    if ac.clip_ratio_c is not None and ac.clip_ratio_c <= 1.0:
+        c.fail("actor.clip_ratio_c", ac.clip_ratio_c, "the dual-clip bound must be > 1 (or null: no dual clip)")
     c.positive("actor.ppo_mini_batch_size", ac.ppo_mini_batch_size)
     c.positive("actor.micro_batch_size_per_worker", ac.micro_batch_size_per_worker)
     c.positive("actor.ppo_epochs", ac.ppo_epochs)
@@ -276,4 +300,4 @@ def check_override_keys(overrides: list[str]) -> None:
 
 
 # config groups users select with `group=option` (folders of configs/)
-GROUPS = ("algorithm", "search", "experiment")
+GROUPS = ("algorithm", "search", "experiment", "preset")

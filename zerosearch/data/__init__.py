@@ -4,7 +4,14 @@ Nothing heavy is imported here: pyarrow loads when a parquet file is read or wri
 tokenizer only when one is passed in.
 """
 
-from zerosearch.data.prompts import TEMPLATES, PromptTemplate, encode_prompt, normalize_question, render_prompt
+from zerosearch.data.prompts import (
+    TEMPLATES,
+    encode_chat,
+    encode_prompt,
+    format_prompt,
+    normalize_question,
+    render_prompt,
+)
 from zerosearch.data.qa import (
     KNOWN_SOURCES,
     DataError,
@@ -16,6 +23,6 @@ from zerosearch.data.qa import (
 )
 
 __all__ = [
-    "DataError", "KNOWN_SOURCES", "PromptTemplate", "QARow", "TEMPLATES", "encode_prompt", "load_qa",
+    "DataError", "KNOWN_SOURCES", "QARow", "TEMPLATES", "encode_chat", "encode_prompt", "format_prompt", "load_qa",
     "load_qa_dir", "normalize_question", "render_prompt", "source_from_filename", "write_parquet",
 ]

@@ -61,7 +61,7 @@ def _read_inputs(names: Sequence[str], qa_dir: Path, max_rows: Optional[int], se
 
 def prepare_dataset(out: os.PathLike | str, train: Sequence[str] = (), test: Sequence[str] = (), *,
                     qa_dir: Optional[os.PathLike | str] = None, max_rows: Optional[int] = None, seed: int = 0,
-                    force: bool = False, template: str = "zerosearch", skip_invalid: bool = False,
+                    force: bool = False, template: str = "search_r1", skip_invalid: bool = False,
                     echo: Callable[[str], None] = print) -> dict[str, Counter]:
     """Write train.parquet / test.parquet / test_<source>.parquet into `out`; returns counts per split.
 
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--qa-dir", default=None, help=f"where names are looked up (default: {default_qa_dir()})")
     ap.add_argument("--max-rows", type=int, default=None, help="at most this many rows per input file (seeded sample)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed for --max-rows")
-    ap.add_argument("--template", default="zerosearch", help=f"prompt template ({', '.join(TEMPLATES)})")
+    ap.add_argument("--template", default="search_r1", help=f"prompt template (default search_r1, the original datasets' instruction; {', '.join(TEMPLATES)})")
     ap.add_argument("--skip-invalid", action="store_true", help="skip malformed rows (counted) instead of stopping")
     ap.add_argument("--force", action="store_true", help="overwrite existing parquet files in --out")
     args = ap.parse_args(argv)

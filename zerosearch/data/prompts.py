@@ -1,73 +1,64 @@
 """The agent prompt: instruction templates and rendering through a tokenizer's chat template.
 
-A template is plain text with a `{question}` slot. `render_prompt` puts it through the tokenizer's chat
-template as one user message with the generation prompt appended (the assistant turn is opened, so the
-policy's first token is its own), or leaves it as plain text for a base model without a chat template.
-The datasets store the plain text (`prompt[0].content`), as the ZeroSearch / Search-R1 datasets do.
+The templates are text files `configs/prompts/agent_<name>.txt` with a `{question}` placeholder, read
+byte for byte (`zerosearch.utils.templates.TextTemplate`):
+
+    search_r1    the instruction of Search-R1 and ZeroSearch, exactly as their datasets and released agent
+                 checkpoints have it (one line, "as your want" included, ending in "Question: {question}\n")
+    zerosearch   our wording of the same protocol
+    compact      the protocol in one sentence, for tiny models (the toy world)
+
+`render_prompt` puts a prompt through the tokenizer's chat template as one user message with the
+generation prompt appended (the assistant turn is opened, so the policy's first token is its own), or
+leaves it as plain text for a base model without a chat template. The datasets store the plain text
+(`prompt[0].content`), as the ZeroSearch / Search-R1 datasets do; `encode_chat` encodes such a stored
+chat as it is (`data.use_dataset_prompt`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["CHAT_TEMPLATE_MODES", "PromptTemplate", "TEMPLATES", "encode_prompt", "normalize_question",
-           "render_prompt", "uses_chat_template"]
+from zerosearch.utils.paths import PROMPT_DIR
+from zerosearch.utils.templates import TemplateError, TextTemplate
+
+__all__ = ["AGENT_TEMPLATE_NAMES", "CHAT_TEMPLATE_MODES", "TEMPLATES", "encode_chat", "encode_prompt", "render_chat",
+           "format_prompt", "get_template", "normalize_question", "render_prompt", "uses_chat_template"]
 
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """An instruction with a `{question}` slot."""
-
-    name: str
-    text: str
-
-    def format(self, question: str) -> str:
-        """The instruction with the question filled in (normalised by `normalize_question`)."""
-        return self.text.format(question=normalize_question(question))
+AGENT_TEMPLATE_NAMES = ("search_r1", "zerosearch", "compact")
+_PLACEHOLDERS = ("question",)
 
 
 def normalize_question(question: str) -> str:
-    """Strip surrounding whitespace and end with "?" (the Search-R1 / ZeroSearch preprocessing rule)."""
+    """Strip surrounding whitespace and end with "?" (the Search-R1 / ZeroSearch preprocessing rule, applied
+    before the question goes into the prompt and into the dataset's `question` column)."""
     q = question.strip()
     if not q.endswith("?"):
         q += "?"
     return q
 
 
-# The ZeroSearch agent instruction (our wording of the protocol the paper describes): reason in <think>,
-# search with <search>, read <information>, answer briefly in <answer>. The trailing newline matches the
-# datasets, whose prompts end with the question line.
-_ZEROSEARCH = (
-    "Answer the question below. Reason inside <think> and </think> first, and again every time you "
-    "receive new information. If you find you are missing some knowledge, call the search engine by "
-    "writing <search> query </search>, and the top results will come back between <information> and "
-    "</information>. You may search as many times as you need. When no further external knowledge is "
-    "needed, give the final answer inside <answer> and </answer>, with no explanation, for example "
-    "<answer> Beijing </answer>. Question: {question}\n"
-)
-
-# The same protocol in one sentence, for tiny models (the toy world): every prompt token is paid for in
-# every SFT step, rollout and update, and a 0.5 M-parameter model gains nothing from the longer wording.
-_COMPACT = (
-    "Answer the question. To search, write <search> query </search>; results come back in <information> "
-    "</information>. Give the final answer as <answer> answer </answer>. Question: {question}\n"
-)
-
-TEMPLATES: dict[str, PromptTemplate] = {
-    "zerosearch": PromptTemplate("zerosearch", _ZEROSEARCH),
-    "compact": PromptTemplate("compact", _COMPACT),
-}
+def _load(name: str) -> TextTemplate:
+    return TextTemplate.load(PROMPT_DIR / f"agent_{name}.txt", allowed=_PLACEHOLDERS, required=_PLACEHOLDERS)
 
 
-def get_template(name: str) -> PromptTemplate:
-    """The registered template `name`; a clear error listing the known ones otherwise."""
-    try:
+TEMPLATES: dict[str, TextTemplate] = {name: _load(name) for name in AGENT_TEMPLATE_NAMES}
+
+
+def get_template(name: str) -> TextTemplate:
+    """The template `name` (a name in TEMPLATES, or a path to a template file with a `{question}` slot)."""
+    if name in TEMPLATES:
         return TEMPLATES[name]
-    except KeyError:
-        raise ValueError(f"unknown prompt template {name!r}; known: {', '.join(TEMPLATES)}") from None
+    if name.endswith(".txt"):
+        return TextTemplate.load(name, allowed=_PLACEHOLDERS, required=_PLACEHOLDERS)
+    raise TemplateError(f"unknown prompt template {name!r} (data.prompt_template); known: {', '.join(TEMPLATES)}, "
+                        "or a path to a .txt file with a {question} placeholder")
+
+
+def format_prompt(question: str, template: str = "zerosearch") -> str:
+    """The instruction with the question filled in (normalised by `normalize_question`), as plain text."""
+    return get_template(template).render({"question": normalize_question(question)})
 
 
 def uses_chat_template(tokenizer: Any, chat_template: str = "auto") -> bool:
@@ -88,28 +79,39 @@ def uses_chat_template(tokenizer: Any, chat_template: str = "auto") -> bool:
     return has
 
 
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], chat_template: str = "auto") -> str:
+    """A chat as the policy sees it: through the chat template with the generation prompt appended, or, as
+    plain text (no template), the first message's content (what the original's data loader did)."""
+    if not messages:
+        raise ValueError("a prompt needs at least one message")
+    if not uses_chat_template(tokenizer, chat_template):
+        return messages[0]["content"]
+    return tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True, tokenize=False)
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], chat_template: str = "auto") -> list[int]:
+    """Token ids of `render_chat(...)`.
+
+    A chat template writes its own special tokens (BOS included where the model has one), so they are not
+    added again; plain text gets the tokenizer's usual special tokens (a base Llama's BOS).
+    """
+    chat = uses_chat_template(tokenizer, chat_template)
+    text = render_chat(tokenizer, messages, "always" if chat else "never")
+    return list(tokenizer.encode(text, add_special_tokens=not chat))
+
+
 def render_prompt(tokenizer: Any, question: str, template: str = "zerosearch", chat_template: str = "auto") -> str:
     """The prompt text the policy sees for `question`.
 
     Args:
         tokenizer: a transformers tokenizer (may be None with chat_template="never" or "auto").
         question: the raw question (stripped and given a "?" here).
-        template: a name in TEMPLATES.
+        template: a name in TEMPLATES (or a template file path).
         chat_template: "auto" | "always" | "never" (see `uses_chat_template`).
     """
-    text = get_template(template).format(question)
-    if not uses_chat_template(tokenizer, chat_template):
-        return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         tokenize=False)
+    return render_chat(tokenizer, [{"role": "user", "content": format_prompt(question, template)}], chat_template)
 
 
 def encode_prompt(tokenizer: Any, question: str, template: str = "zerosearch", chat_template: str = "auto") -> list[int]:
-    """Token ids of `render_prompt(...)`.
-
-    A chat template writes its own special tokens (BOS included where the model has one), so they are not
-    added again; plain text gets the tokenizer's usual special tokens (a base Llama's BOS).
-    """
-    chat = uses_chat_template(tokenizer, chat_template)
-    text = render_prompt(tokenizer, question, template, "always" if chat else "never")
-    return list(tokenizer.encode(text, add_special_tokens=not chat))
+    """Token ids of `render_prompt(...)` (see `encode_chat` for the special tokens)."""
+    return encode_chat(tokenizer, [{"role": "user", "content": format_prompt(question, template)}], chat_template)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from zerosearch.data.prompts import get_template, normalize_question
+from zerosearch.data.prompts import format_prompt, get_template, normalize_question
 
 __all__ = ["DataError", "KNOWN_SOURCES", "QARow", "load_qa", "load_qa_dir", "source_from_filename",
            "write_parquet"]
@@ -47,6 +47,8 @@ class QARow:
         golden_answers: every accepted answer.
         data_source: nq | triviaqa | popqa | hotpotqa | 2wikimultihopqa | musique | bamboogle | ...
         extra: whatever else the source row carried (source_id, split, index, ability, ...).
+        prompt: the parquet row's `prompt` chat as ((role, content), ...), when it has one: the exact text
+            a Search-R1 / ZeroSearch dataset trains on (used as is with `data.use_dataset_prompt`).
     """
 
     id: str
@@ -54,6 +56,11 @@ class QARow:
     golden_answers: tuple[str, ...]
     data_source: str
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    prompt: Optional[tuple[tuple[str, str], ...]] = None
+
+    def prompt_messages(self) -> Optional[list[dict[str, str]]]:
+        """The stored prompt as chat messages [{role, content}, ...], or None when the row has none."""
+        return None if self.prompt is None else [{"role": r, "content": c} for r, c in self.prompt]
 
     def __post_init__(self) -> None:
         if not isinstance(self.golden_answers, tuple):
@@ -185,6 +192,24 @@ _PARQUET_KEYS = ("id", "question", "golden_answers", "data_source", "prompt", "a
                  "extra_info")
 
 
+def _prompt(v: Any) -> Optional[tuple[tuple[str, str], ...]]:
+    """A `prompt` column value ([{role, content}, ...]) as ((role, content), ...); None when absent."""
+    if v is None:
+        return None
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _RowError("prompt", f"expected a non-empty list of {{role, content}} messages, got {v!r}"[:200])
+    out = []
+    for j, m in enumerate(v):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise _RowError(f"prompt[{j}]", f"expected {{role: str, content: str}}, got {m!r}"[:200])
+        out.append((m["role"], m["content"]))
+    if not out[0][1].strip():
+        raise _RowError("prompt[0].content", "empty")
+    return tuple(out)
+
+
 def _parquet_row(raw: dict, index: int, data_source: Optional[str], file_source: Optional[str]) -> QARow:
     question = _req_str(raw, "question")
     if raw.get("golden_answers") is not None:
@@ -206,7 +231,7 @@ def _parquet_row(raw: dict, index: int, data_source: Optional[str], file_source:
         extra["ability"] = raw["ability"]
     extra.update({k: v for k, v in info.items() if v is not None})
     extra.update({k: v for k, v in raw.items() if k not in _PARQUET_KEYS})
-    return QARow(_row_id(source, sid), question, answers, source, extra)
+    return QARow(_row_id(source, sid), question, answers, source, extra, _prompt(raw.get("prompt")))
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -311,17 +336,18 @@ def _parquet_schema():
 
 
 def write_parquet(rows: Iterable[QARow], path: os.PathLike | str, split: str, *,
-                  template: str = "zerosearch") -> Path:
+                  template: str = "search_r1") -> Path:
     """Write rows as a ZeroSearch_dataset parquet file (parent folders are created).
 
     The question is stripped and given a "?"; `prompt` holds the agent instruction rendered as plain text
-    (no chat template: the trainer applies the model's own at load time); `extra_info.index` is the
+    (no chat template: the trainer applies the model's own at load time), from `template` (default
+    `search_r1`, the instruction of the original datasets); `extra_info.index` is the
     position in this file; `id` is the id within the source (the reader prefixes the data source again).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmpl = get_template(template)
+    get_template(template)  # an unknown template fails before any file is written
     cols: dict[str, list] = {name: [] for name in _parquet_schema().names}
     for i, r in enumerate(rows):
         prefix = f"{r.data_source}/"
@@ -329,7 +355,7 @@ def write_parquet(rows: Iterable[QARow], path: os.PathLike | str, split: str, *,
         cols["question"].append(normalize_question(r.question))
         cols["golden_answers"].append(list(r.golden_answers))
         cols["data_source"].append(r.data_source)
-        cols["prompt"].append([{"role": "user", "content": tmpl.format(r.question)}])
+        cols["prompt"].append([{"role": "user", "content": format_prompt(r.question, template)}])
         cols["ability"].append(ABILITY)
         cols["reward_model"].append({"style": "rule", "ground_truth": {"target": list(r.golden_answers)}})
         cols["extra_info"].append({"split": split, "index": i})

@@ -10,7 +10,7 @@ choice, so validation can log em / cover_em / f1 whatever the training reward is
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from zerosearch.reward.format import check_structure, format_score, retrieval_hit
 from zerosearch.reward.qa import (
@@ -42,7 +42,8 @@ ScoreFn = Callable[[str, GoldenAnswers], "tuple[float, dict[str, float]]"]
 
 def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = "f1",
                   format_reward: bool = False, structure_format_score: float = 0.2,
-                  final_format_score: float = 0.1, retrieval_score: float = 0.1) -> tuple[float, dict[str, float]]:
+                  final_format_score: float = 0.1, retrieval_score: float = 0.1,
+                  environment_texts: Sequence[str] = ()) -> tuple[float, dict[str, float]]:
     """Score one trajectory.
 
     Args:
@@ -52,6 +53,8 @@ def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = 
         score: the answer score used as reward: "f1" (ZeroSearch) | "em" | "cover_em" (Search-R1's EM).
         format_reward: add Search-R1's format reward (see zerosearch.reward.format for the formula).
         structure_format_score, final_format_score, retrieval_score: its three scores.
+        environment_texts: texts the environment inserts into responses (the invalid-action notice): an
+            answer pair inside or across them is not the policy's answer (`extract_answer`).
 
     Returns:
         (reward, metrics) with metrics em, cover_em, f1, answered (0/1), plus format_valid and retrieval_hit
@@ -60,7 +63,7 @@ def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = 
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
     golds = [golden_answers] if isinstance(golden_answers, str) else list(golden_answers)
-    answer = extract_answer(response)
+    answer = extract_answer(response, environment_texts)
     metrics = {
         "em": exact_match(answer, golds),
         "cover_em": cover_exact_match(answer, golds),
@@ -79,10 +82,12 @@ def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = 
     return float(reward), metrics
 
 
-def score_fn_from_config(cfg: "RewardConfig") -> ScoreFn:
-    """`compute_score` with the settings of a `RewardConfig` bound: fn(response, golden_answers)."""
+def score_fn_from_config(cfg: "RewardConfig", environment_texts: Sequence[str] = ()) -> ScoreFn:
+    """`compute_score` with the settings of a `RewardConfig` (and the environment's inserted texts, e.g.
+    `rollout.invalid_action_text`) bound: fn(response, golden_answers)."""
     if cfg.score not in SCORES:
         raise ValueError(f"reward.score={cfg.score!r} is not known; known: {', '.join(SCORES)}")
     return partial(compute_score, score=cfg.score, format_reward=cfg.format_reward,
                    structure_format_score=cfg.structure_format_score,
-                   final_format_score=cfg.final_format_score, retrieval_score=cfg.retrieval_score)
+                   final_format_score=cfg.final_format_score, retrieval_score=cfg.retrieval_score,
+                   environment_texts=tuple(environment_texts))

@@ -9,6 +9,12 @@ Rules, and why (row counts are out of the 5,375 trace rows):
   model never answers (623 rows have no answer in the response).
 - The *last* complete `<answer>...</answer>` counts (79 rows hold two; in all of them the first is the
   environment's "put the answer between <answer> and </answer>" notice). Content may span lines.
+- Only the policy's text is read: a pair inside text the environment inserted (an `<information>` block,
+  or a given environment text such as the invalid-action notice, which ZeroSearch words "...put the answer
+  between <answer> and </answer>...") is never an answer, and no pair spans such text. Without this a
+  trajectory ending right after the notice would be scored as answering "and". The trainer passes
+  `rollout.invalid_action_text` (`environment_texts`); the trace rows are unaffected (their notice is
+  followed by a real answer in every row that holds one).
 - An unclosed `<answer>` (a response cut at the length limit) is no answer (1 row).
 - The content is stripped of surrounding whitespace (4,624 rows have some).
 - A missing answer (None) scores 0 on every metric. An empty answer `<answer></answer>` is the string "".
@@ -29,27 +35,48 @@ from zerosearch.utils.text import contains_answer, normalize_answer
 
 __all__ = [
     "GoldenAnswers", "cover_exact_match", "exact_match", "extract_answer", "f1_score", "normalize_answer",
+    "policy_segments",
 ]
 
 GoldenAnswers = Union[str, Iterable[str]]
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_INFORMATION = re.compile(r"<information>.*?</information>", re.DOTALL)
 _ANSWER_OPEN = "<answer>"
 # Answers that F1 does not give partial credit: "yes it is" is not half right against "no".
 _SPECIAL_F1 = frozenset(("yes", "no", "noanswer"))
 
 
-def extract_answer(response: str) -> str | None:
-    """The last `<answer>...</answer>` of a response, stripped; None when it has none.
+def policy_segments(response: str, environment_texts: Iterable[str] = ()) -> list[str]:
+    """The response cut at the text the environment inserted: `<information>...</information>` blocks and
+    every occurrence of each of `environment_texts` (empty ones ignored). What is left is policy text."""
+    parts = _INFORMATION.split(response)
+    for env in environment_texts:
+        if env:
+            parts = [q for p in parts for q in p.split(env)]
+    return parts
 
-    Pass the response only (what the policy generated plus inserted observations), never the prompt.
-    Each `<answer>` pairs with the first `</answer>` after it; when an answer's text itself holds another
-    `<answer>` (a restarted answer), the text after the innermost one is taken.
-    """
-    matches = _ANSWER.findall(response)
+
+def _last_answer(text: str) -> str | None:
+    matches = _ANSWER.findall(text)
     if not matches:
         return None
     return matches[-1].rsplit(_ANSWER_OPEN, 1)[-1].strip()
+
+
+def extract_answer(response: str, environment_texts: Iterable[str] = ()) -> str | None:
+    """The last `<answer>...</answer>` the policy wrote in a response, stripped; None when it has none.
+
+    Pass the response only (what the policy generated plus inserted observations), never the prompt.
+    Each `<answer>` pairs with the first `</answer>` after it; when an answer's text itself holds another
+    `<answer>` (a restarted answer), the text after the innermost one is taken. Pairs inside (or across)
+    environment text (`policy_segments`) do not count.
+    """
+    for segment in reversed(policy_segments(response, environment_texts)):
+        answer = _last_answer(segment)
+        if answer is not None:
+            return answer
+    return None
 
 
 def _golden_list(golden_answers: GoldenAnswers) -> list[str]:

@@ -1,14 +1,33 @@
 """How documents become the observation the agent reads.
 
-    format_documents(docs)                     'Doc 1(Title: ...) text\\nDoc 2(Title: ...) text'
-    format_observation(docs, encode, budget)   '\\n\\n<information>Doc 1(...) ...</information>\\n\\n'
+    format_documents(docs, layout)                     the document lines of one layout
+    format_observation(docs, encode, budget, layout=)  '\n\n<information>Doc 1... </information>\n\n'
+    format_result(result, encode, budget, layout)      the same for a SearchResult; layout "auto" picks the
+                                                       original's layout of the engine that answered
+
+Layouts (`rollout.observation_layout`), each one line per document, joined by "\n":
+
+    search_r1   Doc {i}(Title: {title}) {text}   Search-R1's format (for Search-R1 checkpoints; the toy)
+    simulated   Doc {i}: {text}                  a simulator's documents as it wrote them (ZeroSearch passes
+                                                 the simulator's text through: `Doc 1: ...` lines; a title the
+                                                 simulator wrote as `(Title: t)` is kept in that form)
+    google      Doc {i}: {title}{snippet}        ZeroSearch's SerpApi format (title and snippet run together)
+    wiki        Doc {i}: {text}                  ZeroSearch's wiki retriever format; a document with a title
+                                                 is written as its corpus `contents` (title line, then text)
+    auto        simulated for simulate_* engines, google for google, wiki for any other (retrieval)
+
+The simulated layout is byte-identical to the original's pass-through
+(`text.replace('\n\n', '\n')` cut before `Doc {topk+1}`, stripped) for a simulator that writes
+`Doc i: ...` lines, as the released simulators do; chatter before `Doc 1`, agent tags and runs of
+whitespace inside a document are removed by the parser (`sim_parsing`), where the original kept them.
 
 The observation block must fit `rollout.max_obs_length` tokens *with* its closing tag: the original cut the
 observation's tokens and could drop `</information>`, leaving the agent an unclosed block. Here the
 documents are shortened instead (the longest, then the latest, texts lose tokens first; then whole
-documents go from the end), and the tags are always kept. `encode` is the agent tokenizer's encode
-(`str -> list[int]`), so this module stays tokenizer-agnostic; the budget is checked on the encoding of
-the whole block, so BPE merges across boundaries cannot push it over.
+documents go from the end), and the tags are always kept, in every layout (a line's `Doc i...` head is
+never cut, its text is). `encode` is the agent tokenizer's encode (`str -> list[int]`), so this module
+stays tokenizer-agnostic; the budget is checked on the encoding of the whole block, so BPE merges across
+boundaries cannot push it over.
 
 `strip_agent_tags` removes from corpus or web text anything that would read as agent structure (the
 `<think>/<search>/<information>/<answer>` tags) or as a chat control token (`<|im_end|>` and the like).
@@ -20,7 +39,7 @@ import logging
 import re
 from typing import Callable, Sequence
 
-from zerosearch.search.types import Document
+from zerosearch.search.types import Document, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +66,41 @@ def strip_agent_tags(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _doc_head(i: int, doc: Document) -> str:
-    title = " ".join(strip_agent_tags(doc.title).split())
-    return f"Doc {i}(Title: {title}) "
+LAYOUTS = ("search_r1", "simulated", "google", "wiki")
+LAYOUT_CHOICES = LAYOUTS + ("auto",)
 
 
-def _doc_text(doc: Document) -> str:
-    return strip_agent_tags(doc.text).strip()
+def _title(doc: Document) -> str:
+    return " ".join(strip_agent_tags(doc.title).split())
 
 
-def format_documents(docs: Sequence[Document]) -> str:
-    """`Doc i(Title: t) text` lines, numbered from 1 (Search-R1's layout), agent tags stripped."""
-    return "\n".join(_doc_head(i, d) + _doc_text(d) for i, d in enumerate(docs, 1))
+def _doc_parts(i: int, doc: Document, layout: str) -> tuple[str, str]:
+    """(head, text) of document i's line: the head is never shortened, the text may be."""
+    title, text = _title(doc), strip_agent_tags(doc.text).strip()
+    if layout == "search_r1":
+        return f"Doc {i}(Title: {title}) ", text
+    if layout == "simulated":
+        return (f"Doc {i}(Title: {title}) " if title else f"Doc {i}: "), text
+    if layout == "google":
+        return f"Doc {i}: ", title + text
+    if layout == "wiki":
+        return f"Doc {i}: ", (f"{title}\n{text}" if title else text)
+    raise ValueError(f"observation layout {layout!r} (rollout.observation_layout): must be one of "
+                     f"{', '.join(LAYOUT_CHOICES)}")
+
+
+def engine_layout(engine: str) -> str:
+    """The original's layout for results of engine `engine` (a SearchResult.engine name)."""
+    if engine.startswith("simulate"):
+        return "simulated"
+    if engine == "google":
+        return "google"
+    return "wiki"
+
+
+def format_documents(docs: Sequence[Document], layout: str = "search_r1") -> str:
+    """One line per document in `layout` (see the module doc), numbered from 1, agent tags stripped."""
+    return "\n".join("".join(_doc_parts(i, d, layout)) for i, d in enumerate(docs, 1))
 
 
 def wrap_observation(body: str) -> str:
@@ -139,8 +181,15 @@ def _minimal_block(encode: Encode, max_tokens: int) -> str:
     return block
 
 
+def format_result(result: SearchResult, encode: Encode, max_tokens: int, layout: str = "search_r1") -> str:
+    """`format_observation` of a result's documents; layout "auto" takes the answering engine's own."""
+    if layout == "auto":
+        layout = engine_layout(result.engine)
+    return format_observation(result.documents, encode, max_tokens, layout=layout)
+
+
 def format_observation(docs: Sequence[Document], encode: Encode, max_tokens: int, *,
-                       min_doc_tokens: int = 8) -> str:
+                       min_doc_tokens: int = 8, layout: str = "search_r1") -> str:
     """The observation block for `docs`, at most `max_tokens` tokens of `encode`, tags always intact.
 
     Args:
@@ -149,19 +198,21 @@ def format_observation(docs: Sequence[Document], encode: Encode, max_tokens: int
         max_tokens: the observation budget (`rollout.max_obs_length`).
         min_doc_tokens: a document is kept only if its text can keep this many tokens (or all of them,
             when shorter); below that, whole documents are dropped from the end.
+        layout: search_r1 | simulated | google | wiki (see the module doc).
 
     When the budget cannot even hold the tags with their newlines, the bare `<information></information>`
     is returned and a warning logged (it can exceed a budget smaller than the tags themselves).
     """
-    block = wrap_observation(format_documents(docs))
+    parts = [_doc_parts(i, d, layout) for i, d in enumerate(docs, 1)]
+    block = wrap_observation("\n".join(h + t for h, t in parts))
     n = len(encode(block))
     if n <= max_tokens:
         return block
     if observation_token_budget(encode, max_tokens) <= 0:
         return _minimal_block(encode, max_tokens)
 
-    heads = [_doc_head(i, d) for i, d in enumerate(docs, 1)]
-    texts = [_doc_text(d) for d in docs]
+    heads = [h for h, _ in parts]
+    texts = [t for _, t in parts]
     head_lens = [len(encode(h)) for h in heads]
     text_lens = [len(encode(t)) for t in texts]
     room_total = observation_token_budget(encode, max_tokens)

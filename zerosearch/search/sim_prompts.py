@@ -1,93 +1,53 @@
 """Prompt templates of the simulation LLM: editable text files, checked when loaded.
 
-Two families, each with a useful and a noisy template, in `configs/prompts/` (or `simulation.prompt_dir`):
+A family is a set of files in `configs/prompts/` (or `simulation.prompt_dir`):
 
-    simulate_sft_useful.txt   simulate_sft_noisy.txt       for simulators fine-tuned on this job
-    simulate_prompt_useful.txt simulate_prompt_noisy.txt   zero-shot instruct models, with a one-shot example
+    <family>_useful.txt   the user message asking for useful documents
+    <family>_noisy.txt    the user message asking for noisy documents
+    <family>_system.txt   optional: the system message, sent as its own message (even when empty)
 
-A template is plain text with placeholders `{query}`, `{question}`, `{answers}` (all gold answers of the
-issuing row), `{topk}` and `{words}`; `{{` and `}}` write literal braces. Loading fails with a message
-naming the file when a placeholder is unknown, a required one is missing, or a brace is unbalanced, so a
-typo surfaces at start-up rather than as a silently wrong prompt mid-run. The rendered text is sent as the
-single user message of a chat (the transports render the chat template where the server does not).
+Shipped families:
 
-A fine-tuned simulator answers best to the exact prompt it was trained on: to use one trained elsewhere,
-copy its prompt into these files (only the placeholders are fixed).
+    simulate_sft               ZeroSearch's prompt, byte for byte: what the released simulators
+                               (SearchSimulation_*, Simulation_LLM_*_V2) were fine-tuned on. First gold answer
+                               only, the literal "five", a trailing newline, and an explicit empty system
+                               message (so a Qwen chat template does not insert its default system prompt).
+    simulate_prompt            for zero-shot instruct simulators: our wording in the structure of the
+                               original's prompted simulator (role, one worked example of five documents, the
+                               question and answer for the useful variant only, the word rule, the query).
+    simulate_sft_all_answers   our earlier wording with all gold answers; the toy simulator was fine-tuned on it.
+    simulate_prompt_all_answers  the zero-shot counterpart of that wording.
+
+Placeholders (a template may use any of them, `{query}` is required): `{query}`, `{question}` (the row's
+question as the dataset has it), `{answers}` (all gold answers, `; `-joined), `{first_answer}` (the first
+gold answer as a plain string, as the original sent it), `{topk}`, `{words}`. `{{` and `}}` write literal
+braces. Files are read byte for byte (`zerosearch.utils.templates.TextTemplate`): a trailing newline in a
+file is part of the prompt. A fine-tuned simulator answers best to the exact prompt it was trained on: to
+use one trained elsewhere, put its prompt in a new family's files.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from zerosearch.utils.paths import PROMPT_DIR
+from zerosearch.utils.templates import TemplateError, TextTemplate
 
-FAMILIES = ("simulate_sft", "simulate_prompt")
-PLACEHOLDERS = frozenset({"query", "question", "answers", "topk", "words"})
-# What each template must contain. The noisy zero-shot prompt gives neither question nor answer (a model
-# that sees the answer tends to leak it into "noisy" documents); the others condition on the row.
-REQUIRED = {
-    ("simulate_sft", False): frozenset({"query", "question", "answers", "topk", "words"}),
-    ("simulate_sft", True): frozenset({"query", "question", "answers", "topk", "words"}),
-    ("simulate_prompt", False): frozenset({"query", "question", "answers", "topk", "words"}),
-    ("simulate_prompt", True): frozenset({"query", "topk", "words"}),
-}
+PLACEHOLDERS = frozenset({"query", "question", "answers", "first_answer", "topk", "words"})
+REQUIRED = frozenset({"query"})
 DEFAULT_PROMPT_DIR = PROMPT_DIR
 
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+# kept for callers that catch the old name
+PromptTemplateError = TemplateError
 
 
-class PromptTemplateError(ValueError):
-    """A prompt template file is missing or malformed; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """One parsed template: literal text pieces alternating with placeholder names."""
-
-    path: str
-    pieces: tuple[str, ...]        # literal text; len(pieces) == len(names) + 1
-    names: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str, path: str, required: frozenset[str] = frozenset()) -> "PromptTemplate":
-        pieces, names, buf, pos = [], [], [], 0
-        for m in _TOKEN.finditer(text):
-            buf.append(text[pos:m.start()])
-            pos = m.end()
-            tok = m.group(0)
-            if tok in ("{{", "}}"):
-                buf.append(tok[0])
-            elif m.group(1) is None:
-                line = text.count("\n", 0, m.start()) + 1
-                raise PromptTemplateError(
-                    f"{path}:{line}: unbalanced {tok!r}; write {{{{ or }}}} for a literal brace")
-            else:
-                name = m.group(1).strip()
-                if name not in PLACEHOLDERS:
-                    line = text.count("\n", 0, m.start()) + 1
-                    raise PromptTemplateError(
-                        f"{path}:{line}: unknown placeholder {{{name}}}; known: "
-                        + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
-                pieces.append("".join(buf))
-                buf = []
-                names.append(name)
-        buf.append(text[pos:])
-        pieces.append("".join(buf))
-        missing = required - set(names)
-        if missing:
-            raise PromptTemplateError(
-                f"{path}: missing placeholder(s) " + ", ".join(f"{{{p}}}" for p in sorted(missing)))
-        return cls(path=path, pieces=tuple(pieces), names=tuple(names))
-
-    def render(self, values: dict[str, str]) -> str:
-        out = [self.pieces[0]]
-        for name, piece in zip(self.names, self.pieces[1:]):
-            out.append(values[name])
-            out.append(piece)
-        return "".join(out)
+def available_families(prompt_dir: str | Path | None = None) -> list[str]:
+    """Families with both a useful and a noisy file in `prompt_dir` (default configs/prompts)."""
+    folder = Path(prompt_dir) if prompt_dir else DEFAULT_PROMPT_DIR
+    useful = {p.name[:-len("_useful.txt")] for p in folder.glob("*_useful.txt")}
+    return sorted(f for f in useful if (folder / f"{f}_noisy.txt").is_file())
 
 
 def format_answers(answers: Sequence[str]) -> str:
@@ -97,33 +57,66 @@ def format_answers(answers: Sequence[str]) -> str:
     return "; ".join(clean) if clean else "unknown"
 
 
+def first_answer(answers: Sequence[str]) -> str:
+    """The first gold answer as a plain string (the original's `ground_truth[0]`); `unknown` when none."""
+    return str(answers[0]) if len(answers) else "unknown"
+
+
+@dataclass(frozen=True)
+class SimPrompt:
+    """One simulator request's chat: an optional system message and the user message."""
+
+    user: str
+    system: str | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        """[{"role": "system", ...}, {"role": "user", ...}] (no system entry when `system` is None)."""
+        head = [] if self.system is None else [{"role": "system", "content": self.system}]
+        return head + [{"role": "user", "content": self.user}]
+
+
+def chat_messages(prompt: "str | SimPrompt") -> list[dict[str, str]]:
+    """The chat messages of a prompt: a SimPrompt's, or a bare string as the single user message."""
+    return prompt.messages() if isinstance(prompt, SimPrompt) else [{"role": "user", "content": prompt}]
+
+
 @dataclass(frozen=True)
 class PromptSet:
-    """The useful and noisy templates of one family."""
+    """The useful and noisy templates of one family, and its system message (None: not sent)."""
 
     family: str
-    useful: PromptTemplate
-    noisy: PromptTemplate
+    useful: TextTemplate
+    noisy: TextTemplate
+    system: str | None = None
 
     @classmethod
     def load(cls, family: str, prompt_dir: str | Path | None = None) -> "PromptSet":
-        """Read `<family>_useful.txt` and `<family>_noisy.txt` from `prompt_dir` (default configs/prompts)."""
-        if family not in FAMILIES:
-            raise PromptTemplateError(f"prompt family {family!r}: must be one of {', '.join(FAMILIES)}")
+        """Read `<family>_useful.txt`, `<family>_noisy.txt` and, when present, `<family>_system.txt`."""
         folder = Path(prompt_dir) if prompt_dir else DEFAULT_PROMPT_DIR
-        templates = {}
-        for noisy in (False, True):
-            path = folder / f"{family}_{'noisy' if noisy else 'useful'}.txt"
-            if not path.is_file():
-                raise PromptTemplateError(f"prompt template not found: {path}")
-            # One trailing newline is the file's, not the prompt's (the prompt ends at "... Output:").
-            text = path.read_text(encoding="utf-8").rstrip("\n")
-            templates[noisy] = PromptTemplate.parse(text, str(path), REQUIRED[(family, noisy)])
-        return cls(family=family, useful=templates[False], noisy=templates[True])
+        known = available_families(folder)
+        if family not in known:
+            raise TemplateError(f"prompt family {family!r} (search.simulation.prompt_family): no "
+                                f"{family}_useful.txt and {family}_noisy.txt in {folder}; known: {', '.join(known)}")
+        templates = {noisy: TextTemplate.load(folder / f"{family}_{'noisy' if noisy else 'useful'}.txt",
+                                              allowed=PLACEHOLDERS, required=REQUIRED)
+                     for noisy in (False, True)}
+        system_path = folder / f"{family}_system.txt"
+        system = None
+        if system_path.is_file():
+            system = TextTemplate.load(system_path, allowed=()).render({})  # plain text, no placeholders
+        return cls(family=family, useful=templates[False], noisy=templates[True], system=system)
+
+    def uses(self, noisy: bool) -> frozenset[str]:
+        """The placeholders the useful (or noisy) template uses."""
+        return frozenset((self.noisy if noisy else self.useful).names)
 
     def render(self, *, noisy: bool, query: str, question: str, answers: Sequence[str], topk: int,
                words: int) -> str:
-        """The user message for one search."""
-        values = {"query": " ".join(query.split()), "question": " ".join(question.split()),
-                  "answers": format_answers(answers), "topk": str(topk), "words": str(words)}
+        """The user message for one search. Values go in as they are (the query stripped), byte for byte."""
+        values = {"query": query.strip(), "question": question, "answers": format_answers(answers),
+                  "first_answer": first_answer(answers), "topk": str(topk), "words": str(words)}
         return (self.noisy if noisy else self.useful).render(values)
+
+    def prompt(self, **kwargs: Any) -> SimPrompt:
+        """The whole chat of one search: the family's system message (if any) and `render(**kwargs)`."""
+        return SimPrompt(user=self.render(**kwargs), system=self.system)

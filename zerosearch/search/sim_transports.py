@@ -3,7 +3,7 @@
 HTTP transports only say what to POST where and how to read the answer; the engine
 (`zerosearch.search.simulated`) owns concurrency, retries, deadlines and fallbacks for all of them:
 
-    chat         POST /v1/chat/completions  {"model", "messages": [user prompt], ...} -> choices[0].message.content
+    chat         POST /v1/chat/completions  {"model", "messages": [system?, user], ...} -> choices[0].message.content
                  (vLLM and sglang both serve it; the server applies the chat template)
     completions  POST /v1/completions       {"model", "prompt": <chat template rendered here>, ...}
                  -> choices[0].text
@@ -11,6 +11,9 @@ HTTP transports only say what to POST where and how to read the answer; the engi
 
 `model` is the served model name. vLLM checks it against `--served-model-name` (404 otherwise); an empty
 name is left out of the request, which vLLM and sglang both answer with their (only) served model.
+
+A prompt is a `SimPrompt` (the family's system message, sent even when empty, and the user message) or a
+bare string (one user message).
 
 `InProcessTransport` runs a local Hugging Face model with batched `generate` (left padding) on CPU: for
 development, tests and the toy world, where a server would be overhead.
@@ -23,6 +26,7 @@ import logging
 from typing import Any, Sequence
 
 from zerosearch.generation.types import SamplingParams
+from zerosearch.search.sim_prompts import SimPrompt, chat_messages
 from zerosearch.utils.seeding import stable_seed
 
 log = logging.getLogger(__name__)
@@ -47,11 +51,11 @@ class ChatRenderer:
             log.warning("tokenizer %s has no chat template: simulator prompts are sent as plain text",
                         tokenizer_path)
 
-    def render(self, user_message: str) -> str:
+    def render(self, prompt: str | SimPrompt) -> str:
+        """The chat (system message included) through the template; without one, the user message."""
         if not self.has_template:
-            return user_message
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True)
+            return prompt.user if isinstance(prompt, SimPrompt) else prompt
+        return self.tokenizer.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
 
 
 def _expect_str(value: Any, where: str) -> str:
@@ -70,7 +74,7 @@ class HttpTransport(abc.ABC):
     path: str = "/"
 
     @abc.abstractmethod
-    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str | SimPrompt, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         """The JSON body for one user prompt; `seed` (where the API takes one) makes the sample reproducible."""
 
     @abc.abstractmethod
@@ -98,8 +102,8 @@ class ChatTransport(HttpTransport):
     def __init__(self, model_name: str = ""):
         self.model_name = model_name
 
-    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
-        return _openai_body({"messages": [{"role": "user", "content": prompt}]}, sampling, self.model_name, seed)
+    def payload(self, prompt: str | SimPrompt, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
+        return _openai_body({"messages": chat_messages(prompt)}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
         return _expect_str(data["choices"][0]["message"]["content"], "choices[0].message.content")
@@ -113,7 +117,7 @@ class CompletionsTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer, model_name: str = ""):
         self.renderer, self.model_name = renderer, model_name
 
-    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str | SimPrompt, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         return _openai_body({"prompt": self.renderer.render(prompt)}, sampling, self.model_name, seed)
 
     def extract(self, data: Any) -> str:
@@ -128,7 +132,7 @@ class SglangTransport(HttpTransport):
     def __init__(self, renderer: ChatRenderer):
         self.renderer = renderer
 
-    def payload(self, prompt: str, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str | SimPrompt, sampling: SamplingParams, seed: int | None = None) -> dict[str, Any]:
         # no seed: sglang versions differ in whether sampling_params takes one, and an unknown key is a 400
         params: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                   "max_new_tokens": sampling.max_new_tokens}
@@ -168,7 +172,7 @@ class InProcessTransport:
         self._generator_seed = seed
         self._calls = 0
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingParams, seeds: Sequence[int] | None = None) -> list[str]:
+    def generate(self, prompts: Sequence[str | SimPrompt], sampling: SamplingParams, seeds: Sequence[int] | None = None) -> list[str]:
         """Generated text (special tokens removed) for each user prompt. `seeds[i]` seeds prompt i's sample on
         its own (the same prompt and seed give the same text whatever else is in the batch)."""
         import torch

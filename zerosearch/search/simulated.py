@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from zerosearch.search.curriculum import NoiseSchedule
 from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, parse_servers, post_json
 from zerosearch.search.sim_parsing import parse_documents
-from zerosearch.search.sim_prompts import PromptSet
+from zerosearch.search.sim_prompts import PromptSet, SimPrompt
 from zerosearch.generation.types import SamplingParams
 from zerosearch.search.sim_transports import HttpTransport, InProcessTransport, make_http_transport
 from zerosearch.search.types import (
@@ -329,8 +329,8 @@ class SimulatedSearchEngine(SearchEngine):
             self.transport.close()
 
     # ------------------------------------------------------------------ planning
-    def _render(self, req: SearchRequest, noisy: bool) -> str:
-        return self.prompts.render(noisy=noisy, query=req.query, question=req.question,
+    def _render(self, req: SearchRequest, noisy: bool) -> SimPrompt:  # system message + user message
+        return self.prompts.prompt(noisy=noisy, query=req.query, question=req.question,
                                    answers=req.golden_answers, topk=self.topk, words=self.words_per_doc)
 
     def _cache_key(self, req: SearchRequest, noisy: bool) -> tuple:

@@ -6,8 +6,9 @@
 2. Label each set useful or noisy: useful when its documents contain a gold answer of the row (ZeroSearch
    asked an LLM to judge; answer containment is the judge here, stated in the report). Noisy examples are
    documents retrieved for the row's query, or for another row's query, that hold no gold answer.
-3. Supervised fine-tuning with the *same* prompt templates the trainer sends at run time (configs/prompts,
-   simulate_sft family) as input and the documents ("Doc 1: ...") as target; the loss is on the target.
+3. Supervised fine-tuning with the *same* prompt templates the trainer sends at run time (configs/prompts;
+   default family simulate_sft_all_answers, which states top-k and the word count, so it fits any top-k;
+   the toy simulator is trained on it) as input and the documents ("Doc 1: ...") as target; the loss is on the target.
 4. Measure the result on held-out rows: the share of its useful outputs that contain the answer and the
    share of its noisy outputs that do (the second should be low).
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from zerosearch.search.sim_parsing import parse_documents
-from zerosearch.search.sim_prompts import PromptSet
+from zerosearch.search.sim_prompts import PromptSet, SimPrompt, chat_messages
 from zerosearch.search.types import Document, SearchEngine, SearchRequest
 from zerosearch.utils.text import contains_answer
 from zerosearch.simulator.sft import SFTExample
@@ -91,13 +92,13 @@ def collect_rows(rows: Sequence[tuple[str, str, Sequence[str]]], engine: SearchE
     return out
 
 
-def render_chat(tokenizer: Any, user: str) -> list[int]:
-    """The prompt ids exactly as the simulator sees them at run time (chat template + generation prompt)."""
+def render_chat(tokenizer: Any, prompt: str | SimPrompt) -> list[int]:
+    """The prompt ids exactly as the simulator sees them at run time (chat template + generation prompt,
+    the family's system message included)."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
         return tokenizer.encode(text, add_special_tokens=False)
-    return tokenizer.encode(user, add_special_tokens=False)
+    return tokenizer.encode(prompt.user if isinstance(prompt, SimPrompt) else prompt, add_special_tokens=False)
 
 
 def sft_examples(sim_rows: Sequence[SimRow], tokenizer: Any, prompts: PromptSet, topk: int, words: int,
@@ -106,7 +107,7 @@ def sft_examples(sim_rows: Sequence[SimRow], tokenizer: Any, prompts: PromptSet,
     eos = tokenizer.eos_token_id
     out = []
     for r in sim_rows:
-        prompt = prompts.render(noisy=r.noisy, query=r.query, question=r.question, answers=r.answers, topk=topk,
+        prompt = prompts.prompt(noisy=r.noisy, query=r.query, question=r.question, answers=r.answers, topk=topk,
                                 words=words)
         p_ids = render_chat(tokenizer, prompt)
         t_ids = tokenizer.encode(target_text(r.documents, words), add_special_tokens=False) + [eos]
@@ -117,13 +118,13 @@ def sft_examples(sim_rows: Sequence[SimRow], tokenizer: Any, prompts: PromptSet,
     return out
 
 
-def evaluate_simulator(generate: Callable[[list[str]], list[str]], sim_rows: Sequence[SimRow], prompts: PromptSet,
+def evaluate_simulator(generate: Callable[[list[SimPrompt]], list[str]], sim_rows: Sequence[SimRow], prompts: PromptSet,
                        topk: int, words: int) -> dict[str, float]:
     """Ask the simulator for useful and for noisy documents on held-out rows; report how often each
     contains a gold answer (useful should, noisy should not) and how often its output parsed."""
-    useful_prompts = [prompts.render(noisy=False, query=r.query, question=r.question, answers=r.answers, topk=topk,
+    useful_prompts = [prompts.prompt(noisy=False, query=r.query, question=r.question, answers=r.answers, topk=topk,
                                      words=words) for r in sim_rows]
-    noisy_prompts = [prompts.render(noisy=True, query=r.query, question=r.question, answers=r.answers, topk=topk,
+    noisy_prompts = [prompts.prompt(noisy=True, query=r.query, question=r.question, answers=r.answers, topk=topk,
                                     words=words) for r in sim_rows]
     useful_out, noisy_out = generate(useful_prompts), generate(noisy_prompts)
 
@@ -155,7 +156,7 @@ def queries_for(rows: Sequence[Any], query_field: str | None) -> list[tuple[str,
 
 
 def train_simulator(*, base_model: str, out_dir: str | Path, corpus: str, qa_files: Sequence[str],
-                    query_field: str | None = None, family: str = "simulate_sft", prompt_dir: str | None = None,
+                    query_field: str | None = None, family: str = "simulate_sft_all_answers", prompt_dir: str | None = None,
                     topk: int = 1, words: int = 40, steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
                     max_rows: int | None = None, eval_rows: int = 200, max_length: int = 512,
                     temperature: float = 0.8, max_tokens: int = 96, seed: int = 0,

@@ -25,6 +25,10 @@ from typing import Any, Callable
 
 from zerosearch.utils.paths import project_root
 
+# The simulator prompt family the toy simulator is fine-tuned on and queried with (configs/experiment/toy.yaml
+# sets search.simulation.prompt_family to the same): it states top-k and the word count (the toy asks for
+# one document of 12 words), where ZeroSearch's exact simulate_sft prompt says "five ... about 30 words".
+TOY_SIM_FAMILY = "simulate_sft_all_answers"
 
 
 @dataclass
@@ -117,7 +121,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
         texts = [row["contents"] for row in world.corpus()]
         texts += [q.question for qs in world.questions.values() for q in qs]
         texts += [render_prompt(_NoChat(), "Q?", template="compact", chat_template="never")] * 50
-        sim = PromptSet.load("simulate_sft")
+        sim = PromptSet.load(TOY_SIM_FAMILY)
         texts += [sim.render(noisy=n, query="Q", question="Q?", answers=["A"], topk=s.topk, words=s.words_per_doc)
                   for n in (False, True)] * 50
         build_tokenizer(tmp, texts, vocab_size=s.vocab_size)
@@ -140,7 +144,7 @@ def build_artefacts(s: ToySettings, cache_root: Path, log: Callable[[str], None]
         train_simulator(base_model=str(base), out_dir=tmp, corpus=str(world_dir / "corpus.jsonl"),
                         qa_files=[str(world_dir / "sft.jsonl")], query_field="query", topk=s.topk,
                         words=s.words_per_doc, steps=s.sim_steps, batch_size=s.sim_batch_size, lr=s.sim_lr,
-                        max_rows=s.sim_rows, eval_rows=200, seed=s.world_seed, log=log)
+                        max_rows=s.sim_rows, eval_rows=200, seed=s.world_seed, family=TOY_SIM_FAMILY, log=log)
         shutil.rmtree(base, ignore_errors=True)
 
     sim_dir = Stage(root, "simulator", log).get(make_simulator)

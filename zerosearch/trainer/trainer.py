@@ -24,8 +24,8 @@ import torch
 
 from zerosearch.algos import make_kl_controller
 from zerosearch.config.schema import ZeroSearchConfig
-from zerosearch.config.validate import check_world_size
-from zerosearch.data.prompts import encode_prompt
+from zerosearch.config.validate import check_world_size, eval_engine_configured
+from zerosearch.data.prompts import encode_chat, encode_prompt
 from zerosearch.data.qa import QARow, load_qa
 from zerosearch.reward import score_fn_from_config
 from zerosearch.rollout.agent_loop import AgentLoop
@@ -87,10 +87,17 @@ class Trainer:
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
         self.train_search = build_search_engine(cfg, role="train")
-        self.eval_search = build_search_engine(cfg, role="eval")
-        self.score_fn = score_fn_from_config(cfg.reward)  # the one scoring path: training and validation
+        self.eval_search = build_search_engine(cfg, role="eval") if eval_engine_configured(cfg.search) else None
+        if self.eval_search is None and self.val_items:  # the original's command line names no evaluation engine
+            self._log(f"[val] WARNING: no evaluation search engine is configured (search.eval_engine="
+                      f"{cfg.search.eval_engine} without search.retrieval.url or corpus_path): validation is skipped. "
+                      "Set SEARCH_ENGINE and RETRIEVAL_URL / CORPUS_PATH to validate.")
+            self.val_items = []
+        # the one scoring path (training and validation); the invalid-action notice is environment text, never
+        # an answer (it mentions "<answer> and </answer>")
+        self.score_fn = score_fn_from_config(cfg.reward, environment_texts=(cfg.rollout.invalid_action_text,))
         self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, cfg.rollout)
-        self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, cfg.rollout)
+        self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, cfg.rollout) if self.eval_search else None
         a = cfg.algorithm
         self.kl_ctrl = make_kl_controller(a.kl_ctrl, a.kl_coef, a.kl_target, a.kl_horizon)
         self.loader = PromptLoader(self.train_items, cfg.data.train_batch_size, cfg.trainer.seed, cfg.data.shuffle)
@@ -124,7 +131,10 @@ class Trainer:
         d = self.cfg.data
         items, too_long = [], []
         for r in rows:
-            ids = encode_prompt(self.tokenizer, r.question, d.prompt_template, d.chat_template)
+            if d.use_dataset_prompt and r.prompt is not None:  # the dataset's own prompt text, as it is
+                ids = encode_chat(self.tokenizer, r.prompt_messages(), d.chat_template)
+            else:
+                ids = encode_prompt(self.tokenizer, r.question, d.prompt_template, d.chat_template)
             if len(ids) > d.max_prompt_length:
                 too_long.append((r.id, len(ids)))
                 continue
