@@ -13,9 +13,6 @@ from dataclasses import fields, is_dataclass
 from typing import Any, Iterable
 
 from zerosearch.config.schema import ZeroSearchConfig
-from zerosearch.data.prompts import AGENT_TEMPLATE_NAMES
-from zerosearch.search.formatting import LAYOUT_CHOICES
-from zerosearch.search.sim_prompts import available_families
 
 ADV_ESTIMATORS = ("gae", "grpo", "reinforce", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "rloo")
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
@@ -85,6 +82,12 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
         cfg: the structured config (``OmegaConf.to_object`` of the Hydra config).
         check_paths: also require model and data paths to exist (off for `--cfg job` style printing).
     """
+    # the names a config may choose are registered by the layers above config; read them here, late, so that
+    # importing config stays light and the import layers stay one-way (tests/test_import_layers.py)
+    from zerosearch.data.prompts import AGENT_TEMPLATE_NAMES
+    from zerosearch.search.formatting import LAYOUT_CHOICES
+    from zerosearch.search.sim_prompts import available_families
+
     c = _Checker()
     d, r, s, cu, a, ac, cr, t = (
         cfg.data, cfg.rollout, cfg.search, cfg.curriculum, cfg.algorithm, cfg.actor, cfg.critic, cfg.trainer)
