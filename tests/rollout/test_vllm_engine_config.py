@@ -39,6 +39,11 @@ def test_engine_kwargs_from_config():
     assert kw["gpu_memory_utilization"] == 0.3 and kw["tensor_parallel_size"] == 2 and kw["enforce_eager"]
     assert kw["max_model_len"] == 1234 and kw["seed"] == 7
     assert kw["logprobs_mode"] == "raw_logprobs"  # T = 1 with top_p filtering
-    assert kw["dtype"] in ("float32", "bfloat16")  # model.dtype=auto: float32 on CPU, bfloat16 on GPU
-    cfg.model = replace(cfg.model, dtype="bfloat16")
+    import torch
+
+    # the compute dtype actor.param_dtype=auto: float32 on CPU, bfloat16 on GPU
+    assert kw["dtype"] == ("bfloat16" if torch.cuda.is_available() else "float32")
+    cfg.actor = replace(cfg.actor, param_dtype="bfloat16")
+    assert engine_kwargs_from_config(cfg)["dtype"] == "bfloat16"
+    cfg.model = replace(cfg.model, dtype="float32")  # the masters' dtype never reaches the engine
     assert engine_kwargs_from_config(cfg)["dtype"] == "bfloat16"

@@ -48,7 +48,9 @@ class DataConfig:
 class ModelConfig:
     path: str = cfg_field("", "MODEL_PATH: a Hugging Face model folder (or hub id where the hub is reachable)")
     tokenizer_path: Optional[str] = cfg_field(None, "tokenizer folder; None = model.path")
-    dtype: str = cfg_field("auto", "parameter dtype for training: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    dtype: str = cfg_field(
+        "float32", "master weight dtype of the trained models (and so of AdamW's state): float32 (default; auto "
+        "is the same) | bfloat16 (warned: at lr 1e-6 most updates round away). Compute runs in actor.param_dtype")
     attn_implementation: str = cfg_field("sdpa", "attention kernel: sdpa | eager | flash_attention_2 (needs the flash-attn extra)")
     gradient_checkpointing: bool = cfg_field(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = cfg_field(False, "allow model code from the model folder")
@@ -211,8 +213,10 @@ class ActorConfig:
     use_kl_loss: bool = cfg_field(False, "add kl_loss_coef * KL(actor || ref) to the loss (GRPO style)")
     kl_loss_coef: float = cfg_field(0.001, "KL loss coefficient; original: 0.001")
     kl_loss_type: str = cfg_field("low_var_kl", "KL estimator for the loss: k1/kl | k2/mse | k3/low_var_kl | abs")
-    param_dtype: str = cfg_field("auto", "FSDP2 mixed precision compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
-    cpu_offload: bool = cfg_field(False, "GPU: keep sharded parameters and optimizer state in CPU memory")
+    param_dtype: str = cfg_field(
+        "auto", "compute dtype of forward/backward (FSDP2 mixed precision; gradients reduced in fp32), also of the "
+        "reference, the rollout copy and the vLLM engine: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    cpu_offload: bool = cfg_field(False, "GPU: keep sharded parameters, gradients and optimizer state in CPU memory")
     entropy_chunk_size: int = cfg_field(2048, "tokens per chunk when computing entropy from logits")
 
 
@@ -226,7 +230,15 @@ class CriticConfig:
     grad_clip: float = cfg_field(1.0, "max global gradient norm")
     cliprange_value: float = cfg_field(0.5, "value clipping range around the old values")
     ppo_epochs: int = cfg_field(1, "passes over each batch")
+    ppo_mini_batch_size: Optional[int] = cfg_field(
+        None, "prompts per critic optimizer step (x rollout.n trajectories); None = actor.ppo_mini_batch_size (as the original)")
     micro_batch_size_per_worker: int = cfg_field(8, "trajectories per forward/backward on one worker")
+    use_dynamic_bsz: Optional[bool] = cfg_field(None, "pack micro-batches by token count; None = actor.use_dynamic_bsz (as the original)")
+    max_tokens_per_micro_batch: Optional[int] = cfg_field(
+        None, "dynamic micro-batches: tokens per critic micro-batch on one worker; None = 2 x actor.max_tokens_per_micro_batch "
+        "(the original's 32768: a value head has no vocabulary-sized logits)")
+    param_dtype: str = cfg_field("auto", "critic compute dtype (FSDP2 mixed precision): auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    cpu_offload: Optional[bool] = cfg_field(None, "GPU: keep the critic's shards and optimizer state in CPU memory; None = actor.cpu_offload")
     loss_agg_mode: str = cfg_field("token-mean", "aggregation of the value loss")
 
 
@@ -255,6 +267,9 @@ class TrainerConfig:
     val_noise_levels: list[float] = cfg_field(
         help="also validate against the training (simulated) engine at these fixed noise probabilities", factory=list)
     critic_warmup: int = cfg_field(0, "steps that update only the critic")
+    max_consecutive_skips: int = cfg_field(
+        5, "stop the run after this many training steps in a row whose actor or critic update was skipped for a "
+        "non-finite loss or gradient (the last good checkpoint is kept); 0 = never stop")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from dataclasses import fields, is_dataclass
 from typing import Any, Iterable
 
@@ -199,6 +200,16 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
         c.fail("actor.ppo_mini_batch_size", ac.ppo_mini_batch_size,
                f"must divide data.train_batch_size ({d.train_batch_size})")
     c.positive("critic.lr", cr.lr)
+    c.choice("critic.param_dtype", cr.param_dtype, ("auto", "float32", "bfloat16"))
+    c.positive("critic.ppo_epochs", cr.ppo_epochs)
+    c.positive("critic.micro_batch_size_per_worker", cr.micro_batch_size_per_worker)
+    if cr.max_tokens_per_micro_batch is not None:
+        c.positive("critic.max_tokens_per_micro_batch", cr.max_tokens_per_micro_batch)
+    if cr.ppo_mini_batch_size is not None:
+        c.positive("critic.ppo_mini_batch_size", cr.ppo_mini_batch_size)
+        if cr.ppo_mini_batch_size > 0 and d.train_batch_size % cr.ppo_mini_batch_size:
+            c.fail("critic.ppo_mini_batch_size", cr.ppo_mini_batch_size,
+                   f"must divide data.train_batch_size ({d.train_batch_size})")
     c.positive("critic.cliprange_value", cr.cliprange_value)
     c.choice("critic.loss_agg_mode", cr.loss_agg_mode, AGG_MODES)
     c.choice("model.dtype", cfg.model.dtype, ("auto", "float32", "bfloat16"))
@@ -211,6 +222,7 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("trainer.nnodes", t.nnodes)
     c.positive("trainer.cpu_workers", t.cpu_workers)
     c.positive("trainer.keep_last_k", t.keep_last_k)
+    c.positive("trainer.max_consecutive_skips", t.max_consecutive_skips, allow_zero=True)
     for i, p in enumerate(t.val_noise_levels):
         c.prob(f"trainer.val_noise_levels[{i}]", p)
     # divisibility by the number of workers is checked by check_world_size once resources are known
@@ -236,7 +248,21 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
 
     if c.problems:
         raise ConfigError(c.problems)
+    for msg in config_warnings(cfg):
+        warnings.warn(msg, UserWarning, stacklevel=2)
     return cfg
+
+
+def config_warnings(cfg: ZeroSearchConfig) -> list[str]:
+    """Settings that are valid but very likely wrong, each with the reason (shown at start-up)."""
+    out = []
+    if cfg.model.dtype == "bfloat16":
+        out.append(
+            "model.dtype=bfloat16 keeps the master weights and AdamW's state in bf16: bf16 has 8 bits of mantissa, "
+            f"so an Adam step of about actor.lr={cfg.actor.lr:g} is rounded away for every weight larger than about "
+            f"{cfg.actor.lr * 512:.0e} in size and training changes almost nothing. Use model.dtype=float32 (fp32 "
+            "masters) with actor.param_dtype=bfloat16 (bf16 compute) instead")
+    return out
 
 
 def check_world_size(cfg: ZeroSearchConfig, world_size: int) -> None:
@@ -250,6 +276,11 @@ def check_world_size(cfg: ZeroSearchConfig, world_size: int) -> None:
     if mini % world_size:
         c.fail("actor.ppo_mini_batch_size", cfg.actor.ppo_mini_batch_size,
                f"x rollout.n ({cfg.rollout.n}) = {mini} trajectories must divide evenly over {world_size} workers")
+    critic_mini = cfg.critic.ppo_mini_batch_size
+    if critic_mini is not None and (critic_mini * cfg.rollout.n) % world_size:
+        c.fail("critic.ppo_mini_batch_size", critic_mini,
+               f"x rollout.n ({cfg.rollout.n}) = {critic_mini * cfg.rollout.n} trajectories must divide evenly over "
+               f"{world_size} workers")
     if c.problems:
         raise ConfigError(c.problems)
 

@@ -93,12 +93,13 @@ def logprobs_exact(mode: str, params: SamplingParams) -> bool:
 def engine_kwargs_from_config(cfg: Any) -> dict[str, Any]:
     """`VLLMEngine` keyword arguments from a `ZeroSearchConfig`.
 
-    dtype follows `model.dtype` (auto = float32 on CPU, bfloat16 on GPU); max_model_len =
+    dtype is the trainer's compute dtype `actor.param_dtype` (auto = bfloat16 on GPU, float32 on CPU; the
+    master weights' `model.dtype` is fp32 and never what the engine runs in); max_model_len =
     `rollout.max_total_length` (the agent loop never lets a trajectory exceed it); seed = `trainer.seed`;
     the log-prob mode is chosen from the training sampling settings (`choose_logprobs_mode`).
     """
     r = cfg.rollout
-    dtype = cfg.model.dtype
+    dtype = cfg.actor.param_dtype
     if dtype == "auto":
         dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     mode = choose_logprobs_mode(r.temperature, r.top_p, r.top_k)

@@ -103,6 +103,7 @@ class Trainer:
         self.loader = PromptLoader(self.train_items, cfg.data.train_batch_size, cfg.trainer.seed, cfg.data.shuffle)
         self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last_k)
         self.step = 0
+        self.skip_streak = 0  # training steps in a row that skipped a non-finite update (_count_skips)
         self.initial_val: dict[str, Any] | None = None
         self.final_val: dict[str, Any] | None = None
         self._resume()
@@ -190,6 +191,7 @@ class Trainer:
             while self.step < t.total_steps:
                 self.step += 1
                 metrics = self.train_step(self.step)
+                clean = self._count_skips(metrics)
                 final = self.step == t.total_steps
                 if self.val_items and (final or (t.test_freq > 0 and self.step % t.test_freq == 0)):
                     val = self.validate(step=self.step)
@@ -199,8 +201,12 @@ class Trainer:
                         self.initial_val = val["summary"]
                     last_val_step = self.step
                 self.tracker.log(metrics, self.step)
+                self._stop_on_skips()
                 if final or (t.save_freq > 0 and self.step % t.save_freq == 0):
-                    self.save_checkpoint()
+                    if clean:
+                        self.save_checkpoint()
+                    else:  # keep the last good checkpoint the newest one
+                        self._log(f"[checkpoint] step {self.step} skipped a non-finite update: not saved")
             if self.val_items and last_val_step != self.step and self.final_val is None:
                 self.final_val = self.validate(step=self.step)["summary"]
             export_dir = self.run_dir / "actor_hf"
@@ -263,6 +269,25 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m
+
+    def _count_skips(self, metrics: dict[str, float]) -> bool:
+        """Count steps in a row whose actor or critic update skipped a non-finite loss or gradient
+        (`*/skipped_steps`, the same on every rank); True when this step skipped nothing."""
+        skipped = metrics.get("actor/skipped_steps", 0.0) + metrics.get("critic/skipped_steps", 0.0)
+        self.skip_streak = self.skip_streak + 1 if skipped > 0 else 0
+        return skipped == 0
+
+    def _stop_on_skips(self) -> None:
+        limit = self.cfg.trainer.max_consecutive_skips
+        if limit and self.skip_streak >= limit:
+            last = self.ckpt.latest()
+            raise RuntimeError(
+                f"trainer.max_consecutive_skips={limit}: {self.skip_streak} training steps in a row (up to step "
+                f"{self.step}) skipped an update for a non-finite loss or gradient (actor/skipped_steps, "
+                f"critic/skipped_steps in the metrics); the training has diverged. The last good checkpoint is "
+                f"{last if last is not None else 'none (no step was saved yet)'}; lower actor.lr / critic.lr or "
+                "check the data, then resume with trainer.resume=auto (or raise trainer.max_consecutive_skips; "
+                "0 never stops)")
 
     def validate(self, step: int) -> dict[str, Any]:
         cfg = self.cfg

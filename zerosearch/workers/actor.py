@@ -10,33 +10,30 @@ import copy
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
 
 from zerosearch.algos import agg_loss, entropy_from_logits, get_policy_loss, kl_loss, total_actor_loss
 from zerosearch.config.schema import ZeroSearchConfig
+from zerosearch.generation.factory import build_generation_engine, needs_policy_copy
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
 from zerosearch.workers import fsdp
-from zerosearch.workers.batching import (
-    Batch, loss_scale, map_rows, micro_batches, response_logits, split_fixed, token_log_probs, trim)
+from zerosearch.workers.batching import Batch, map_rows, response_logits, token_log_probs
 from zerosearch.workers.optim import build_optimizer, build_scheduler, warmup_steps
-
-
-def _all_reduce_sum(x: float, device: torch.device) -> float:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return x
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item())
+from zerosearch.workers.update import actor_settings, run_update
 
 
 class PolicyWorker:
     """Actor (trainable), reference (frozen, only when a KL term is used) and rollout engine of one rank.
 
+    Precision: the actor's master weights, gradients and AdamW state are in `model.dtype` (fp32 by
+    default); forward and backward run in `actor.param_dtype` through FSDP2's mixed-precision policy, with
+    gradients reduced in fp32. The reference is frozen, so it is stored (sharded) in the compute dtype.
+
     Args:
         cfg: the run's configuration.
         rank, world_size: this rank in the FSDP group (the group must be initialised).
         device: "cpu" or "cuda".
-        model_path: overrides cfg.model.path (e.g. a warm-started checkpoint).
+        model_path: overrides cfg.model.path (e.g. a warm-started checkpoint), for every copy of the policy
+            (actor, reference, rollout engine).
     """
 
     def __init__(self, cfg: ZeroSearchConfig, rank: int, world_size: int, device: str, model_path: str | None = None):
@@ -44,43 +41,39 @@ class PolicyWorker:
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = fsdp.device_for_rank(device)
-        path = model_path or cfg.model.path
+        self.model_path = path = model_path or cfg.model.path
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or path, padding_side="left",
                                                        trust_remote_code=cfg.model.trust_remote_code)
-        master_dtype = fsdp.resolve_dtype(cfg.model.dtype, device)
+        self.master_dtype = fsdp.master_dtype(cfg.model.dtype)
         self.compute_dtype = fsdp.resolve_dtype(cfg.actor.param_dtype, device)
-        base = fsdp.load_causal_lm(path, master_dtype, cfg.model.attn_implementation, cfg.model.trust_remote_code,
-                                   cfg.model.gradient_checkpointing)
-        # the rollout copy is unsharded, in the compute dtype, and never trained (weights synced after updates)
-        rollout_model = copy.deepcopy(base).to(device=self.device, dtype=self.compute_dtype).eval()
-        rollout_model.config.use_cache = True
-        for p in rollout_model.parameters():
-            p.requires_grad_(False)
+        base = fsdp.load_causal_lm(path, self.master_dtype, cfg.model.attn_implementation,
+                                   cfg.model.trust_remote_code, cfg.model.gradient_checkpointing)
         self.needs_ref = cfg.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
         self.ref = None
         if self.needs_ref:
-            ref = copy.deepcopy(base).to(self.device)
+            ref = copy.deepcopy(base).to(device=self.device, dtype=self.compute_dtype)
             for p in ref.parameters():
                 p.requires_grad_(False)
             self.ref = fsdp.shard_model(ref, self.compute_dtype, cpu_offload=cfg.actor.cpu_offload).eval()
+        # the hf engine decodes with an unsharded copy, taken before sharding; vLLM loads its own weights
+        rollout_copy = copy.deepcopy(base) if needs_policy_copy(cfg.rollout.engine) else None
         self.actor = fsdp.shard_model(base.to(self.device), self.compute_dtype, cpu_offload=cfg.actor.cpu_offload)
+        # after sharding, so a vLLM engine sizes its share against the trainer's real footprint
+        self.engine = self._build_engine(rollout_copy)
         a = cfg.actor
         self.optimizer = build_optimizer(self.actor.parameters(), a.lr, a.weight_decay, tuple(a.betas))
         self.scheduler = build_scheduler(
             self.optimizer, cfg.trainer.total_steps, warmup_steps(cfg.trainer.total_steps, a.lr_warmup_steps,
                                                                   a.lr_warmup_ratio), a.lr_schedule, a.min_lr_ratio)
-        self.engine = self._build_engine(rollout_model)
         self.policy_loss_fn = get_policy_loss(a.policy_loss)
 
     # ------------------------------------------------------------------ rollout
-    def _build_engine(self, rollout_model: torch.nn.Module) -> GenerationEngine:
-        if self.cfg.rollout.engine == "vllm":
-            from zerosearch.generation.vllm_engine import VLLMEngine
-
-            return VLLMEngine.from_config(self.cfg, self.tokenizer, model_path=self.cfg.model.path)
-        from zerosearch.generation.hf_engine import HFEngine
-
-        return HFEngine(rollout_model, self.tokenizer, self.cfg.rollout.micro_batch_size)
+    def _build_engine(self, rollout_copy: torch.nn.Module | None) -> GenerationEngine:
+        """The `rollout.engine` of this rank, in the compute dtype, from this worker's model path (so a
+        `model_path` override reaches vLLM too). `rollout_copy`: the unsharded module an engine that decodes
+        in memory (hf) takes over; None for one that loads its own weights (vLLM)."""
+        return build_generation_engine(self.cfg.rollout.engine, self.cfg, self.tokenizer, self.model_path,
+                                       policy=rollout_copy, device=self.device, compute_dtype=self.compute_dtype)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
                  max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
@@ -89,8 +82,7 @@ class PolicyWorker:
 
     def sync_rollout_weights(self) -> None:
         """Gather the actor's full weights and load them into the rollout engine."""
-        sd = fsdp.full_state_dict(self.actor)
-        self.engine.update_weights({k: v.to(self.compute_dtype) for k, v in sd.items()})
+        self.engine.update_weights(fsdp.full_state_dict_as(self.actor, self.compute_dtype))
 
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
@@ -124,74 +116,41 @@ class PolicyWorker:
 
     # ------------------------------------------------------------------ update
     def update_actor(self, batch: Batch) -> dict[str, float]:
-        """PPO-style update over this rank's share of the batch.
-
-        The batch is cut into `ppo_mini_batch_size x n / world_size` rows per optimizer step, each into
-        micro-batches; losses are weighted so the gradient equals the chosen aggregation over the whole
-        mini-batch across ranks. The scheduler steps once per call (one training step).
-        """
+        """PPO-style update over this rank's share of the batch (`workers.update.run_update`: mini-batches,
+        micro-batches, loss weighting, clipping, the skip of non-finite steps); the loss of one micro-batch
+        is `pg - entropy_coeff * entropy + kl_coef * kl` under `rollout.temperature`."""
         a, cfg = self.cfg.actor, self.cfg
-        self.actor.train()
-        mini = max(1, a.ppo_mini_batch_size * cfg.rollout.n // self.world_size)
+        settings = actor_settings(cfg)
         temperature = cfg.rollout.temperature or 1.0
-        R_full = batch["responses"].shape[1]
-        norm_len = a.loss_norm_len or R_full
-        agg_mode = "seq-mean-token-mean" if a.policy_loss == "gspo" else a.loss_agg_mode
-        sums: dict[str, float] = {}
-        weight = 0.0
-        grad_norms = []
-        skipped = 0
-        for _epoch in range(a.ppo_epochs):
-            for mb in split_fixed(batch, mini):
-                mask_all = mb["response_mask"]
-                g_tokens = _all_reduce_sum(float(mask_all.sum()), self.device)
-                g_seqs = _all_reduce_sum(float((mask_all.sum(-1) > 0).sum()), self.device)
-                self.optimizer.zero_grad(set_to_none=True)
-                for micro in micro_batches(mb, a.micro_batch_size_per_worker, a.use_dynamic_bsz,
-                                           a.max_tokens_per_micro_batch, self.device):
-                    micro, _ = trim(micro)
-                    mask = micro["response_mask"].to(self.device)
-                    logits = response_logits(self.actor, micro, self.device)
-                    if temperature != 1.0:
-                        logits = logits / temperature
-                    logp = token_log_probs(logits, micro["responses"].to(self.device))
-                    pg_loss, pg_metrics = self.policy_loss_fn(
-                        micro["old_log_prob"].to(self.device), logp, micro["advantages"].to(self.device), mask,
-                        clip_low=a.clip_ratio_low, clip_high=a.clip_ratio_high, clip_c=a.clip_ratio_c,
-                        agg=agg_mode, norm_len=norm_len)
-                    metrics = {"actor/pg_loss": float(pg_loss.detach()), **{f"actor/{k}": v for k, v in pg_metrics.items()}}
-                    ent = kl = None
-                    if a.entropy_coeff != 0.0:
-                        ent = agg_loss(entropy_from_logits(logits, chunk_size=a.entropy_chunk_size), mask, agg_mode,
-                                       norm_len=norm_len)
-                        metrics["actor/entropy_loss"] = float(ent.detach())
-                    if a.use_kl_loss:
-                        kl = kl_loss(logp, micro["ref_log_prob"].to(self.device), mask, a.kl_loss_type, agg_mode,
-                                     norm_len=norm_len)
-                        metrics["actor/kl_loss"] = float(kl.detach())
-                        metrics["actor/kl_coef"] = a.kl_loss_coef
-                    loss = total_actor_loss(pg_loss, entropy=ent, entropy_coeff=a.entropy_coeff, kl=kl,
-                                            kl_coef=a.kl_loss_coef if a.use_kl_loss else 0.0)
-                    scale = loss_scale(agg_mode, mask, g_tokens, g_seqs, self.world_size)
-                    (loss * scale).backward()
-                    w = float(mask.sum())
-                    weight += w
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + v * w
-                gn = fsdp.clip_grad_norm(list(self.actor.parameters()), a.grad_clip)
-                if not torch.isfinite(torch.tensor(gn)):
-                    skipped += 1  # a non-finite gradient would corrupt the weights: skip this step
-                    self.optimizer.zero_grad(set_to_none=True)
-                else:
-                    self.optimizer.step()
-                grad_norms.append(gn)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        self.actor.eval()
-        out = {k: v / max(weight, 1.0) for k, v in sums.items()}
-        out.update({"actor/grad_norm": sum(grad_norms) / max(len(grad_norms), 1), "actor/lr": lr,
-                    "actor/skipped_steps": float(skipped)})
-        return out
+        norm_len = a.loss_norm_len or batch["responses"].shape[1]
+        agg_mode = settings.loss_agg_mode
+
+        def micro_loss(micro: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            logits = response_logits(self.actor, micro, self.device)
+            if temperature != 1.0:
+                logits = logits / temperature
+            logp = token_log_probs(logits, micro["responses"].to(self.device))
+            pg_loss, pg_metrics = self.policy_loss_fn(
+                micro["old_log_prob"].to(self.device), logp, micro["advantages"].to(self.device), mask,
+                clip_low=a.clip_ratio_low, clip_high=a.clip_ratio_high, clip_c=a.clip_ratio_c,
+                agg=agg_mode, norm_len=norm_len)
+            metrics = {"actor/pg_loss": float(pg_loss.detach()), **{f"actor/{k}": v for k, v in pg_metrics.items()}}
+            ent = kl = None
+            if a.entropy_coeff != 0.0:
+                ent = agg_loss(entropy_from_logits(logits, chunk_size=a.entropy_chunk_size), mask, agg_mode,
+                               norm_len=norm_len)
+                metrics["actor/entropy_loss"] = float(ent.detach())
+            if a.use_kl_loss:
+                kl = kl_loss(logp, micro["ref_log_prob"].to(self.device), mask, a.kl_loss_type, agg_mode,
+                             norm_len=norm_len)
+                metrics["actor/kl_loss"] = float(kl.detach())
+                metrics["actor/kl_coef"] = a.kl_loss_coef
+            loss = total_actor_loss(pg_loss, entropy=ent, entropy_coeff=a.entropy_coeff, kl=kl,
+                                    kl_coef=a.kl_loss_coef if a.use_kl_loss else 0.0)
+            return loss, metrics
+
+        return run_update(self.actor, self.optimizer, self.scheduler, batch, settings, micro_loss,
+                          n=cfg.rollout.n, world_size=self.world_size, device=self.device)
 
     # ------------------------------------------------------------------ state
     def state_dicts(self) -> dict[str, Any]:

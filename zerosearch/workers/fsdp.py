@@ -32,10 +32,17 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """auto -> bf16 on GPU, fp32 on CPU (fp32 keeps CPU runs exact and reproducible)."""
+    """A compute dtype (`actor.param_dtype`, `critic.param_dtype`): auto -> bf16 on GPU, fp32 on CPU (fp32
+    keeps CPU runs exact and reproducible)."""
     if name == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
     return DTYPES[name]
+
+
+def master_dtype(name: str) -> torch.dtype:
+    """The dtype of the trained weights and so of their gradients and AdamW state (`model.dtype`): auto ->
+    fp32 on every device. Compute precision is separate (`resolve_dtype` of param_dtype, FSDP2 casts)."""
+    return torch.float32 if name == "auto" else DTYPES[name]
 
 
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, device: str) -> None:
@@ -135,6 +142,30 @@ def full_state_dict(model: nn.Module, rank0_only: bool = False) -> dict[str, tor
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
     return get_model_state_dict(model, options=opts)
+
+
+def full_state_dict_as(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The unsharded state dict on every rank, in `dtype`, keys as the HF model's (for a rollout engine).
+
+    Each shard is cast *before* its all-gather, one tensor at a time: the peak is the full model in `dtype`
+    (e.g. bf16, 2 bytes a parameter), never a full fp32 copy of the masters (4 bytes a parameter, 30 GB at
+    7B) beside it. Shards offloaded to CPU are moved to the process group's device for the gather.
+    """
+    from torch.distributed.tensor import DTensor
+
+    gather_device = device_for_rank("cuda" if dist.is_initialized() and dist.get_backend() == "nccl" else "cpu")
+    out: dict[str, torch.Tensor] = {}
+    gathered: dict[int, torch.Tensor] = {}  # tied weights appear under two keys: gather them once
+    with torch.no_grad():
+        # keep_vars: the Parameters themselves, so tied ones share an id
+        for key, param in model.state_dict(keep_vars=True).items():
+            if isinstance(param, DTensor):
+                if id(param) not in gathered:
+                    gathered[id(param)] = param.detach().to(device=gather_device, dtype=dtype).full_tensor()
+                out[key] = gathered[id(param)]
+            else:
+                out[key] = param.detach().to(dtype=dtype) if param.is_floating_point() else param.detach()
+    return out
 
 
 def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
