@@ -16,11 +16,11 @@ import pytest
 import uvicorn
 
 from retrieval_fixtures import wiki_corpus, wiki_index_dir
-from scripted_http_server import ScriptedServer
 from zerosearch.search.index import open_index
 from zerosearch.search.retrieval import RemoteRetrievalEngine, RetrievalEngine, parse_retrieve_urls
 from zerosearch.search.retrieval_server import ServerLimits, bind_socket, create_app
 from zerosearch.search.types import SearchRequest
+from zerosearch.testing.stub_server import StubSimServer
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -146,7 +146,7 @@ def test_client_falls_back_when_the_server_is_down():
     ((400, "bad request"), "http_4xx"),
 ])
 def test_client_falls_back_on_garbage(reply, kind):
-    with ScriptedServer([reply]) as srv, RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=1, **FAST) as eng:
+    with StubSimServer(replies=[reply]) as srv, RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=1, **FAST) as eng:
         res = eng.search([SearchRequest("a"), SearchRequest("b")])
         assert all(r.fallback and r.error == kind for r in res)
         assert len(srv.requests) == (1 if kind == "http_4xx" else 2)  # 4xx is not retried
@@ -155,13 +155,13 @@ def test_client_falls_back_on_garbage(reply, kind):
 
 def test_client_retries_then_succeeds_with_either_shape():
     ok_plain = {"result": [[{"id": "7", "contents": '"Title"\nSome text'}], [{"title": "T2", "text": "x"}]]}
-    with ScriptedServer([(500, "boom"), (429, "slow down"), (200, ok_plain)]) as srv, \
+    with StubSimServer(replies=[(500, "boom"), (429, "slow down"), (200, ok_plain)]) as srv, \
             RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=3, topk=2, **FAST) as eng:
         res = eng.search([SearchRequest("a"), SearchRequest("b")])
         assert [r.documents[0].title for r in res] == ["Title", "T2"] and res[0].documents[0].text == "Some text"
         assert all(r.retries == 2 and not r.fallback for r in res)
-        assert srv.requests[-1]["path"] == "/retrieve"
-        assert srv.requests[-1]["json"] == {"queries": ["a", "b"], "topk": 2, "return_scores": True}
+        assert srv.requests[-1].path == "/retrieve"
+        assert srv.requests[-1].json == {"queries": ["a", "b"], "topk": 2, "return_scores": True}
 
 
 def test_parse_retrieve_urls():

@@ -130,7 +130,7 @@ def test_the_seed_command_line_runs(tmp_path):
         _, steps = _run_seed_line(tmp_path, assets, srv.port)
         requests = list(srv.requests)
     # the agent's searches went to the simulation server, under the seed's served model name
-    chats = [body for path, body in requests if path == "/v1/chat/completions"]
+    chats = [r.json for r in requests if r.path == "/v1/chat/completions"]
     assert sum(x.get("search/requests", 0) for x in steps) == len(chats) > 0
     assert {body["model"] for body in chats} == {"SearchSimulation_14B"}
 

@@ -114,6 +114,9 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("search.simulation.max_concurrency", sim.max_concurrency)
     c.positive("search.simulation.words_per_doc", sim.words_per_doc)
     c.positive("search.simulation.temperature", sim.temperature, allow_zero=True)
+    for sec, sub in (("simulation", sim), ("retrieval", s.retrieval), ("web", s.web)):
+        c.positive(f"search.{sec}.batch_timeout_s", sub.batch_timeout_s)
+        c.positive(f"search.{sec}.max_reply_bytes", sub.max_reply_bytes)
     uses_sim = s.mode.startswith("simulate") or s.eval_engine.startswith("simulate") or bool(t.val_noise_levels)
     if uses_sim and sim.transport != "inprocess" and not sim.servers.strip():
         c.fail("search.simulation.servers", sim.servers, "needs at least one host[:port] for an HTTP transport")
@@ -122,11 +125,12 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     if check_paths and uses_sim and sim.model_path:
         c.path("search.simulation.model_path", sim.model_path, what="simulator model folder")
     c.choice("search.retrieval.method", s.retrieval.method, ("bm25", "dense"))
+    c.choice("search.retrieval.protocol", s.retrieval.protocol, ("searchr1", "zerosearch"))
     uses_retrieval = "retrieval" in (s.mode, s.eval_engine) or s.eval_engine == "wiki"
-    if uses_retrieval and not (s.retrieval.url or s.retrieval.corpus_path):
+    if uses_retrieval and s.retrieval.protocol == "searchr1" and not (s.retrieval.url or s.retrieval.corpus_path):
         c.fail("search.retrieval.corpus_path", s.retrieval.corpus_path,
                "retrieval needs search.retrieval.url (a /retrieve server) or a local corpus_path")
-    if check_paths and uses_retrieval and not s.retrieval.url:
+    if check_paths and uses_retrieval and s.retrieval.protocol == "searchr1" and not s.retrieval.url:
         c.path("search.retrieval.corpus_path", s.retrieval.corpus_path, what="corpus file")
 
     # --- curriculum
