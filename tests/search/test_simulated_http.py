@@ -319,3 +319,23 @@ def test_from_config_defaults_and_errors(tiny_dir: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
         SimulatedSearchEngine.from_config(SimulationConfig(), CurriculumConfig(), mode="google", topk=5,
                                           total_steps=1, seed=0, cache=False)
+
+
+def test_noise_prob_is_what_the_engine_drew_with() -> None:
+    """search/noise_prob is the mean probability of this engine's own draws (the curriculum's at each
+    request's step, or the request's fixed one), and search/noise_share the share its draws came out noisy."""
+    sim = SimulationConfig(servers="", max_tokens=16, backoff_s=0.01)
+    cur = CurriculumConfig(start_threshold=0.25, end_threshold=0.5)
+    with StubSimServer() as srv:
+        sim.servers = srv.url
+        with SimulatedSearchEngine.from_config(sim, cur, mode="simulate_sft", topk=5, total_steps=1, seed=3,
+                                               cache=False) as eng:
+            first, last = requests(40, "a", step=0), requests(40, "b", step=1)
+            fixed = [SearchRequest(query=f"v{i}", row_id=f"v{i}", noise_prob=1.0) for i in range(20)]
+            results = eng.search(first + last + fixed)
+            m = eng.pop_metrics()
+            assert m["search/noise_prob"] == pytest.approx((40 * 0.25 + 40 * 0.5 + 20 * 1.0) / 100)
+            assert m["search/noise_share"] == pytest.approx(sum(r.noisy for r in results) / 100)
+            assert all(r.noisy for r in results[80:])
+            eng.search(last)
+            assert eng.pop_metrics()["search/noise_prob"] == pytest.approx(0.5)
