@@ -1,5 +1,7 @@
 """The one search-client core: every engine that talks HTTP (simulated, retrieval server, web) sends its
-requests through `SearchClient.run(jobs)`. An engine is then only its request and parse functions.
+requests through `SearchClient.run(jobs)`; `HttpSearchEngine` turns the outcomes into results, fallbacks
+and metrics, so an engine over it is only its request and parse functions (the simulated engine, which
+plans generations, draws noise and caches, uses `SearchClient` directly).
 
 What `run` guarantees for a batch of `HttpJob`s:
 
@@ -25,11 +27,13 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+from zerosearch.search.engine_metrics import SearchMetrics
 from zerosearch.search.http import (
     DEFAULT_MAX_REPLY_BYTES, AsyncRunner, HttpJob, RequestFailed, RetryPolicy, ServerPool, fetch_json)
+from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +187,61 @@ class SearchClient:
         log.warning("%s: %d of %d requests failed (%s) in %.1fs%s; servers cooling: %d of %d; first: %s",
                     self.name, sum(report.failures.values()), n, kinds, report.wall_s, cut,
                     len(self.pool.cooling()), len(self.pool.servers), first[:300])
+
+
+class HttpSearchEngine(SearchEngine):
+    """A search engine over the core: a subclass gives its request (`job`, or `jobs` for a batched API) and
+    parse functions, nothing else. Failed requests get the fallback document with `error` set, everything
+    is counted in `metrics` (`engine_metrics.SearchMetrics`, plus `deadline_hits` and `server_skips`), and
+    `last_error` keeps the latest failure's (scrubbed) detail.
+
+    Args:
+        client: the engine's `SearchClient` (its servers, policy and budgets).
+        fallback_text: the document of a failed request.
+    """
+
+    name = "http"
+
+    def __init__(self, client: SearchClient, fallback_text: str = "No information available."):
+        self.client, self.fallback_text = client, fallback_text
+        self.metrics = SearchMetrics()
+        self.last_error: str | None = None
+
+    def job(self, request: SearchRequest) -> HttpJob:
+        """The request answering one search; its `parse` returns that search's documents."""
+        raise NotImplementedError(f"{type(self).__name__} must define job() or jobs()")
+
+    def jobs(self, requests: Sequence[SearchRequest]) -> list[tuple[HttpJob, int]]:
+        """The requests answering `requests`, in order, each with how many consecutive searches it answers
+        (its `parse` then returns that many document lists). Default: one `job` per search."""
+        out = []
+        for r in requests:
+            j = self.job(r)
+            out.append((replace(j, parse=lambda data, p=j.parse: [p(data) if p else data]), 1))
+        return out
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+        if not requests:
+            return []
+        planned = self.jobs(requests)
+        report = self.client.run([j for j, _ in planned])
+        results: list[SearchResult] = []
+        for (_, n), o in zip(planned, report.outcomes):
+            if o.error is None:
+                results += [SearchResult(documents=list(d), engine=self.name, latency_s=o.latency_s,
+                                         retries=o.retries) for d in o.value]
+            else:
+                self.last_error = f"{o.error}: {o.detail}"
+                results += [SearchResult(documents=[Document(title="", text=self.fallback_text)], engine=self.name,
+                                         latency_s=o.latency_s, error=o.error, retries=o.retries, fallback=True)
+                            for _ in range(n)]
+        self.metrics.record(requests, results)
+        self.metrics.count("deadline_hits", int(report.cut is not None))
+        self.metrics.count("server_skips", report.server_skips)
+        return results
+
+    def pop_metrics(self) -> dict[str, float]:
+        return self.metrics.pop()
+
+    def close(self) -> None:
+        self.client.close()

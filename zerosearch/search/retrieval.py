@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from zerosearch.search.engine_metrics import SearchMetrics
-from zerosearch.search.client import SearchClient
+from zerosearch.search.client import HttpSearchEngine, SearchClient
 from zerosearch.search.http import HttpJob, RetryPolicy
 from zerosearch.search.index import LocalIndex, open_index, parse_contents
 from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
@@ -174,7 +174,7 @@ PROTOCOLS = ("searchr1", "zerosearch")
 ZEROSEARCH_DEFAULT = "127.0.0.1:6002"  # the original's retriever: http://{ip}:6002/retrieve
 
 
-class RemoteRetrievalEngine(SearchEngine):
+class RemoteRetrievalEngine(HttpSearchEngine):
     """Client of a retrieval server (ours: `python -m zerosearch.search.retrieval_server`, which speaks both).
 
     Two protocols (`search.retrieval.protocol`):
@@ -208,13 +208,11 @@ class RemoteRetrievalEngine(SearchEngine):
         self.topk, self.max_batch = topk, max_batch if protocol == "searchr1" else 1
         self.policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
                                   timeout_s=timeout_s)
-        self.client = SearchClient(bases, self.policy, max_concurrency=max_concurrency,
-                                   failure_limit=server_failure_limit, cooldown_s=server_cooldown_s,
-                                   max_reply_bytes=max_reply_bytes, stall_timeout_s=batch_timeout_s,
-                                   name=f"retrieval-{protocol}", budget_key="search.retrieval.batch_timeout_s",
-                                   seed=seed)
-        self.fallback_text = fallback_text
-        self.metrics = SearchMetrics()
+        super().__init__(SearchClient(bases, self.policy, max_concurrency=max_concurrency,
+                                      failure_limit=server_failure_limit, cooldown_s=server_cooldown_s,
+                                      max_reply_bytes=max_reply_bytes, stall_timeout_s=batch_timeout_s,
+                                      name=f"retrieval-{protocol}", budget_key="search.retrieval.batch_timeout_s",
+                                      seed=seed), fallback_text)
 
     @classmethod
     def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "RemoteRetrievalEngine":
@@ -225,36 +223,22 @@ class RemoteRetrievalEngine(SearchEngine):
         return cls(url, topk=topk, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, protocol=cfg.protocol,
                    batch_timeout_s=cfg.batch_timeout_s, max_reply_bytes=cfg.max_reply_bytes, **kwargs)
 
-    def _job(self, queries: list[str]) -> HttpJob:
+    def job(self, request: SearchRequest) -> HttpJob:
+        """ZeroSearch's protocol: one query a POST."""
+        return HttpJob(self.path, json={"query": request.query, "top_k": self.topk},
+                       parse=lambda data: parse_zerosearch_response(data, self.topk))
+
+    def jobs(self, requests: Sequence[SearchRequest]) -> list[tuple[HttpJob, int]]:
+        """Search-R1's protocol: POSTs of at most max_batch queries."""
         if self.protocol == "zerosearch":
-            return HttpJob(self.path, json={"query": queries[0], "top_k": self.topk},
-                           parse=lambda data: [parse_zerosearch_response(data, self.topk)])
-        return HttpJob(self.path, json={"queries": queries, "topk": self.topk, "return_scores": True},
-                       parse=lambda data: parse_retrieve_response(data, len(queries), self.topk))
-
-    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
-        if not requests:
-            return []
-        queries = [r.query for r in requests]
-        chunks = [queries[i:i + self.max_batch] for i in range(0, len(queries), self.max_batch)]
-        report = self.client.run([self._job(c) for c in chunks])
-        results: list[SearchResult] = []
-        for chunk, o in zip(chunks, report.outcomes):
-            if o.error is not None:
-                results += [_fallback(self.name, self.fallback_text, o.error, o.latency_s, o.retries) for _ in chunk]
-            else:
-                results += [SearchResult(documents=d, engine=self.name, latency_s=o.latency_s, retries=o.retries)
-                            for d in o.value]
-        self.metrics.record(requests, results)
-        self.metrics.count("deadline_hits", int(report.cut is not None))
-        self.metrics.count("server_skips", report.server_skips)
-        return results
-
-    def pop_metrics(self) -> dict[str, float]:
-        return self.metrics.pop()
-
-    def close(self) -> None:
-        self.client.close()
+            return super().jobs(requests)
+        out = []
+        for i in range(0, len(requests), self.max_batch):
+            queries = [r.query for r in requests[i:i + self.max_batch]]
+            out.append((HttpJob(self.path, json={"queries": queries, "topk": self.topk, "return_scores": True},
+                                parse=lambda data, n=len(queries): parse_retrieve_response(data, n, self.topk)),
+                        len(queries)))
+        return out
 
     def __repr__(self) -> str:
         return f"RemoteRetrievalEngine(url={self.url!r}, protocol={self.protocol!r}, topk={self.topk})"

@@ -20,13 +20,12 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from zerosearch.search.client import SearchClient
-from zerosearch.search.engine_metrics import SearchMetrics
+from zerosearch.search.client import HttpSearchEngine, SearchClient
 from zerosearch.search.http import HttpJob, RetryPolicy
-from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.search.types import Document, SearchRequest
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def parse_serpapi_response(data: Any, topk: int) -> list[Document]:
     return docs
 
 
-class SerpApiEngine(SearchEngine):
+class SerpApiEngine(HttpSearchEngine):
     """Google search through SerpApi. The key comes from SERPAPI_API_KEY only (see the module doc).
 
     Args:
@@ -171,12 +170,11 @@ class SerpApiEngine(SearchEngine):
                                   timeout_s=timeout_s)
         parts = urlsplit(endpoint)
         self._path = parts.path
-        self.fallback_text = fallback_text
-        self.last_error: str | None = None  # scrubbed detail of the latest failure, for debugging
-        self.metrics = SearchMetrics()
-        self.client = SearchClient([f"{parts.scheme}://{parts.netloc}"], self.policy, max_concurrency=max_concurrency,
-                                   max_reply_bytes=max_reply_bytes, stall_timeout_s=batch_timeout_s, name="serpapi",
-                                   budget_key="search.web.batch_timeout_s", scrub=scrub, seed=seed)
+        # every failure detail is scrubbed in the core, last_error included
+        super().__init__(SearchClient([f"{parts.scheme}://{parts.netloc}"], self.policy,
+                                      max_concurrency=max_concurrency, max_reply_bytes=max_reply_bytes,
+                                      stall_timeout_s=batch_timeout_s, name="serpapi",
+                                      budget_key="search.web.batch_timeout_s", scrub=scrub, seed=seed), fallback_text)
 
     @classmethod
     def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "SerpApiEngine":
@@ -187,33 +185,10 @@ class SerpApiEngine(SearchEngine):
                    timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, batch_timeout_s=cfg.batch_timeout_s,
                    max_reply_bytes=cfg.max_reply_bytes, **kwargs)
 
-    def _job(self, query: str) -> HttpJob:
-        return HttpJob(self._path, method="GET", params={"q": query, **self.params, "api_key": self._key.reveal()},
+    def job(self, request: SearchRequest) -> HttpJob:
+        params = {"q": request.query, **self.params, "api_key": self._key.reveal()}
+        return HttpJob(self._path, method="GET", params=params,
                        parse=lambda data: parse_serpapi_response(data, self.topk))
-
-    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
-        if not requests:
-            return []
-        report = self.client.run([self._job(r.query) for r in requests])
-        results = []
-        for o in report.outcomes:
-            if o.error is not None:
-                self.last_error = scrub(f"{o.error}: {o.detail}")
-                results.append(SearchResult(documents=[Document(title="", text=self.fallback_text)],
-                                            engine=self.name, latency_s=o.latency_s, error=o.error,
-                                            retries=o.retries, fallback=True))
-            else:
-                results.append(SearchResult(documents=o.value, engine=self.name, latency_s=o.latency_s,
-                                            retries=o.retries))
-        self.metrics.record(requests, results)
-        self.metrics.count("deadline_hits", int(report.cut is not None))
-        return results
-
-    def pop_metrics(self) -> dict[str, float]:
-        return self.metrics.pop()
-
-    def close(self) -> None:
-        self.client.close()
 
     def __repr__(self) -> str:
         return f"SerpApiEngine(endpoint={self.endpoint!r}, params={self.params!r}, api_key={REDACTED})"
