@@ -6,7 +6,9 @@ counts), the per-try wall-clock timeout of the web engine, and the one metrics c
 from __future__ import annotations
 
 import logging
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +158,24 @@ def test_one_metrics_class_common_and_engine_keys() -> None:
                    "search/has_answer": 1.0, "search/generations": 2.0, "search/deadline_hits": 0.0,
                    "search/noise_prob": 0.25}
     assert m.pop() == {}
+
+
+def test_the_documented_example_engine_works() -> None:
+    """docs/ARCHITECTURE.md shows a whole engine over the core in ~20 lines; run it as written."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", doc, flags=re.S) if "class HitsEngine" in block)
+    assert len(code.strip().splitlines()) <= 25
+    namespace: dict = {}
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)
+
+    def hits(rec):
+        return 200, {"hits": [{"title": f"T{i}", "body": rec.params["q"]} for i in range(9)]}
+
+    with StubSimServer(replies=[(503, "busy"), hits]) as srv, \
+            namespace["HitsEngine"](srv.url.split("//")[1], topk=3) as eng:
+        eng.client.policy.backoff_s = 0.01
+        res = eng.search([SearchRequest("alpha", golden_answers=("alpha",)), SearchRequest("beta")])
+        assert [[d.text for d in r.documents] for r in res] == [["alpha"] * 3, ["beta"] * 3]
+        assert sum(r.retries for r in res) == 1 and srv.requests[-1].params["n"] == "3"
+        m = eng.pop_metrics()
+        assert m["search/requests"] == 2 and m["search/has_answer"] == 1.0 and m["search/retries"] == 1
