@@ -32,8 +32,7 @@ from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
-from zerosearch.search.curriculum import noise_probability
-from zerosearch.search.factory import build_search_engine, curriculum_horizon
+from zerosearch.search.factory import build_search_engine
 from zerosearch.trainer import validation
 from zerosearch.trainer.checkpoint import CheckpointManager
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
