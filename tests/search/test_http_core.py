@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, parse_servers, post_json
+from zerosearch.search.http import (
+    AsyncRunner, HttpJob, RequestFailed, RetryPolicy, ServerPool, fetch_json, parse_servers)
 from zerosearch.testing.stub_server import StubSimServer
 
 
@@ -49,8 +50,9 @@ def test_timeout_is_wall_clock_not_per_read() -> None:
             pool = ServerPool([srv.url])
             t0 = time.monotonic()
             with pytest.raises(RequestFailed) as e:
-                runner.run(lambda: post_json(runner.client, pool, "/v1/chat/completions",
-                                             {"messages": []}, policy, random.Random(0)), timeout=10)
+                runner.run(lambda: fetch_json(runner.clients, pool, HttpJob("/v1/chat/completions",
+                                                                            {"messages": []}), policy,
+                                              random.Random(0)), timeout=10)
             assert time.monotonic() - t0 < 1.5
             assert e.value.kind == "timeout"
     finally:
@@ -113,8 +115,8 @@ def test_client_pool_leases_and_keeps_connections_warm() -> None:
             pool = ServerPool([a.url, b.url])
             assert isinstance(runner.clients, ClientPool) and len(runner.clients.clients) == 1
             for _ in range(6):
-                runner.run(lambda: post_json(runner.clients, pool, "/generate", {"text": "x"}, policy,
-                                             random.Random(0)), timeout=5)
+                runner.run(lambda: fetch_json(runner.clients, pool, HttpJob("/generate", {"text": "x"}), policy,
+                                              random.Random(0)), timeout=5)
             assert a.count() == b.count() == 3
             assert a.connections == b.connections == 1
     finally:

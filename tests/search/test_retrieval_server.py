@@ -3,7 +3,10 @@ its limits; the client's fallbacks when a server is down or answers garbage."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import select
 import socket
 import subprocess
 import sys
@@ -16,11 +19,13 @@ import pytest
 import uvicorn
 
 from retrieval_fixtures import wiki_corpus, wiki_index_dir
-from scripted_http_server import ScriptedServer
-from zerosearch.search.index import open_index
-from zerosearch.search.retrieval import RemoteRetrievalEngine, RetrievalEngine, parse_retrieve_urls
+from zerosearch.search.index import open_index, parse_contents
+from zerosearch.config.schema import RetrievalConfig
+from zerosearch.search.retrieval import (
+    RemoteRetrievalEngine, RetrievalEngine, parse_retrieve_urls, retrieval_engine_from_config)
 from zerosearch.search.retrieval_server import ServerLimits, bind_socket, create_app
 from zerosearch.search.types import SearchRequest
+from zerosearch.testing.stub_server import StubSimServer
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -146,7 +151,7 @@ def test_client_falls_back_when_the_server_is_down():
     ((400, "bad request"), "http_4xx"),
 ])
 def test_client_falls_back_on_garbage(reply, kind):
-    with ScriptedServer([reply]) as srv, RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=1, **FAST) as eng:
+    with StubSimServer(replies=[reply]) as srv, RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=1, **FAST) as eng:
         res = eng.search([SearchRequest("a"), SearchRequest("b")])
         assert all(r.fallback and r.error == kind for r in res)
         assert len(srv.requests) == (1 if kind == "http_4xx" else 2)  # 4xx is not retried
@@ -155,13 +160,13 @@ def test_client_falls_back_on_garbage(reply, kind):
 
 def test_client_retries_then_succeeds_with_either_shape():
     ok_plain = {"result": [[{"id": "7", "contents": '"Title"\nSome text'}], [{"title": "T2", "text": "x"}]]}
-    with ScriptedServer([(500, "boom"), (429, "slow down"), (200, ok_plain)]) as srv, \
+    with StubSimServer(replies=[(500, "boom"), (429, "slow down"), (200, ok_plain)]) as srv, \
             RemoteRetrievalEngine(srv.url + "/retrieve", max_retries=3, topk=2, **FAST) as eng:
         res = eng.search([SearchRequest("a"), SearchRequest("b")])
         assert [r.documents[0].title for r in res] == ["Title", "T2"] and res[0].documents[0].text == "Some text"
         assert all(r.retries == 2 and not r.fallback for r in res)
-        assert srv.requests[-1]["path"] == "/retrieve"
-        assert srv.requests[-1]["json"] == {"queries": ["a", "b"], "topk": 2, "return_scores": True}
+        assert srv.requests[-1].path == "/retrieve"
+        assert srv.requests[-1].json == {"queries": ["a", "b"], "topk": 2, "return_scores": True}
 
 
 def test_parse_retrieve_urls():
@@ -199,3 +204,88 @@ def test_the_one_command(tmp_path_factory, shared_data):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _chunked_upload(url: str, total: int, chunk: int = 64 << 10) -> tuple[int, int, bytes]:
+    """POST /retrieve a chunked body (no Content-Length) of `total` bytes over a raw socket, watching for the
+    server's answer after every chunk. Returns (bytes sent before the answer came, status, answer body)."""
+    host, port = url.split("://")[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    sent = 0
+    piece = b" " * chunk
+    try:
+        while sent < total:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            sent += len(piece)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed while we were still sending
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
+            re.search(rb"content-length: (\d+)", answer.lower()).group(1) if b"content-length" in answer.lower() else 0):
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return sent, int(head.split(b" ")[1]), body
+
+
+def test_body_limit_holds_for_a_chunked_upload(server):
+    """A chunked body carries no Content-Length: the server must count the bytes it reads and answer 413 at
+    the limit, not read (and hold) 200 MB first."""
+    limit = ServerLimits(max_queries=8, max_query_chars=200).max_body_bytes
+    sent, status, body = _chunked_upload(server, 200 << 20)
+    assert status == 413 and json.loads(body)["detail"]["limit"] == "max_body_bytes"
+    assert sent < limit + (8 << 20), sent   # the limit plus socket buffers, not the 200 MB
+    # a chunked body within the limit is served as usual
+    r = httpx.post(server + "/retrieve", content=iter([b'{"queries": ["prodigal son"],', b' "topk": 2}']),
+                   headers={"content-type": "application/json"}, trust_env=False)
+    assert r.status_code == 200 and len(r.json()["result"][0]) == 2
+
+
+def test_zerosearch_wiki_shape_on_the_same_path(server, wiki_index):
+    """ZeroSearch's retriever contract: POST /retrieve {"query", "top_k"} -> [{"text"}], one query a call."""
+    q = QUESTIONS[0][0]
+    hits = post(server, {"query": q, "top_k": 4}).json()
+    assert isinstance(hits, list) and len(hits) == 4 and all(isinstance(h["text"], str) for h in hits)
+    r1 = post(server, {"queries": [q], "topk": 4}).json()["result"][0]
+    assert [h["text"] for h in hits] == [d["contents"] for d in r1]      # the same passages, contents as text
+    assert len(post(server, {"query": q}).json()) == 3                   # the server's --topk
+    assert post(server, {"query": q, "top_k": 11}).status_code == 422   # the limits hold for this shape too
+    bad = post(server, {"query": 5})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:2] == ["body", "query"]
+
+
+def test_zerosearch_client_against_our_server(server, wiki_index):
+    reqs = [SearchRequest(q, golden_answers=a) for q, a in QUESTIONS]
+    local = RetrievalEngine(index=wiki_index, topk=3).search(reqs)
+    cfg = RetrievalConfig(url=server + "/retrieve", protocol="zerosearch", timeout_s=5.0)
+    with retrieval_engine_from_config(cfg, topk=3) as eng:
+        assert isinstance(eng, RemoteRetrievalEngine) and eng.protocol == "zerosearch"
+        res = eng.search(reqs)   # one POST per query
+        assert all(r.error is None and len(r.documents) == 3 for r in res)
+        # the text is the passage as the retriever wrote it: title line and text
+        assert [[parse_contents(d.text) for d in r.documents] for r in res] == [
+            [(d.title, d.text) for d in r.documents] for r in local]
+        assert all(d.title == "" for r in res for d in r.documents)
+        assert eng.pop_metrics()["search/requests"] == 5
+    # unset url: ZeroSearch's default retriever address
+    with retrieval_engine_from_config(RetrievalConfig(protocol="zerosearch"), topk=3) as eng:
+        assert eng.client.pool.servers == ["http://127.0.0.1:6002"] and eng.path == "/retrieve"
+
+
+@pytest.mark.parametrize("reply", [[{"id": 1}], {"result": []}, ["text"]])
+def test_zerosearch_client_garbage_is_bad_response(reply):
+    with StubSimServer(replies=[(200, reply)]) as srv, \
+            RemoteRetrievalEngine(srv.url + "/retrieve", protocol="zerosearch", max_retries=0, **FAST) as eng:
+        r = eng.search([SearchRequest("a")])[0]
+        assert r.fallback and r.error == "bad_response"
+        assert srv.requests[0].json == {"query": "a", "top_k": 5}

@@ -67,7 +67,8 @@ def test_transport_request_and_response_formats(transport: str, tiny_dir: Path) 
         assert all(r.engine == "simulate_sft" and r.noisy is False for r in results)
         path = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "sglang": "/generate"}[transport]
         assert srv.count(path) == 3 and srv.count() == 3
-        for (_, body), req in zip(sorted(srv.requests, key=lambda r: prompt_of(*r).split("Query: ")[1]), reqs):
+        for rec, req in zip(sorted(srv.requests, key=lambda r: prompt_of(r.path, r.json).split("Query: ")[1]), reqs):
+            body = rec.json
             prompt = prompt_of(path, body)
             assert f"Query: {req.query}" in prompt
             if transport == "chat":
@@ -88,7 +89,7 @@ def test_transport_request_and_response_formats(transport: str, tiny_dir: Path) 
 def test_empty_model_name_is_left_out() -> None:
     with StubSimServer() as srv, engine(srv, model_name="") as eng:
         eng.search(requests(1))
-        assert "model" not in srv.requests[0][1]
+        assert "model" not in srv.requests[0].json
 
 
 def test_each_prompt_carries_its_own_rows_question_and_answers() -> None:
@@ -103,7 +104,8 @@ def test_each_prompt_carries_its_own_rows_question_and_answers() -> None:
     for family in ("simulate_sft_all_answers", "simulate_prompt_all_answers"):
         with StubSimServer() as srv, engine(srv, family=family) as eng:
             eng.search(reqs)
-            prompts = {prompt_of(p, b).split("Query: ")[-1].split("\n")[0]: prompt_of(p, b) for p, b in srv.requests}
+            prompts = {prompt_of(r.path, r.json).split("Query: ")[-1].split("\n")[0]: prompt_of(r.path, r.json)
+                       for r in srv.requests}
             assert set(prompts) == {"river 0 length", "river 2 length"}
             for i in searching:
                 prompt = prompts[f"river {i} length"]
@@ -214,20 +216,20 @@ def test_batch_deadline_cuts_off_unfinished_requests() -> None:
 def test_derived_batch_deadline() -> None:
     with engine("127.0.0.1:1", timeout_s=2.0, max_retries=1, concurrency=4) as eng:
         worst = eng.policy.worst_case_s()
-        assert eng._deadline_s(4) == pytest.approx(worst + 1.0)
-        assert eng._deadline_s(9) == pytest.approx(math.ceil(9 / 4) * worst + 1.0)
+        assert eng.client.batch_deadline_s(4) == pytest.approx(worst + 1.0)
+        assert eng.client.batch_deadline_s(9) == pytest.approx(math.ceil(9 / 4) * worst + 1.0)
 
 
 def test_concurrency_limit_and_one_pooled_client() -> None:
     with StubSimServer("stall", stall_s=0.1) as srv, engine(srv, concurrency=2) as eng:
-        clients = eng.runner.clients
+        clients = eng.client.runner.clients
         t0 = time.monotonic()
         eng.search(requests(6))
         assert time.monotonic() - t0 >= 0.3 - 0.02        # 3 waves of 2
         eng.search(requests(6, prefix="b"))
         assert srv.max_in_flight == 2
         assert srv.connections <= 2                       # keep-alive connections reused across calls
-        assert eng.runner.clients is clients
+        assert eng.client.runner.clients is clients
 
 
 def test_all_queries_of_a_call_go_out_concurrently() -> None:
@@ -315,10 +317,30 @@ def test_metrics_quality_signal_and_reset() -> None:
 
 def test_from_config_defaults_and_errors(tiny_dir: Path) -> None:
     with engine("10.1.2.3, 10.1.2.4:7000") as eng:
-        assert eng.pool.servers == ["http://10.1.2.3:6001", "http://10.1.2.4:7000"]
+        assert eng.client.pool.servers == ["http://10.1.2.3:6001", "http://10.1.2.4:7000"]
         assert eng.name == "simulate_sft" and eng.topk == 5
     with pytest.raises(ValueError, match="model_path"):
         engine("127.0.0.1:1", transport="completions")
     with pytest.raises(ValueError, match="mode"):
         SimulatedSearchEngine.from_config(SimulationConfig(), CurriculumConfig(), mode="google", topk=5,
                                           total_steps=1, seed=0, cache=False)
+
+
+def test_noise_prob_is_what_the_engine_drew_with() -> None:
+    """search/noise_prob is the mean probability of this engine's own draws (the curriculum's at each
+    request's step, or the request's fixed one), and search/noise_share the share its draws came out noisy."""
+    sim = SimulationConfig(servers="", max_tokens=16, backoff_s=0.01)
+    cur = CurriculumConfig(start_threshold=0.25, end_threshold=0.5)
+    with StubSimServer() as srv:
+        sim.servers = srv.url
+        with SimulatedSearchEngine.from_config(sim, cur, mode="simulate_sft", topk=5, total_steps=1, seed=3,
+                                               cache=False) as eng:
+            first, last = requests(40, "a", step=0), requests(40, "b", step=1)
+            fixed = [SearchRequest(query=f"v{i}", row_id=f"v{i}", noise_prob=1.0) for i in range(20)]
+            results = eng.search(first + last + fixed)
+            m = eng.pop_metrics()
+            assert m["search/noise_prob"] == pytest.approx((40 * 0.25 + 40 * 0.5 + 20 * 1.0) / 100)
+            assert m["search/noise_share"] == pytest.approx(sum(r.noisy for r in results) / 100)
+            assert all(r.noisy for r in results[80:])
+            eng.search(last)
+            assert eng.pop_metrics()["search/noise_prob"] == pytest.approx(0.5)

@@ -41,7 +41,7 @@ def test_inprocess_batch(tiny_dir: Path) -> None:
     reqs = [SearchRequest(query=f"who founded city {i}", row_id=f"r{i}", question=f"Who founded city {i}?",
                           golden_answers=(f"founder {i}",)) for i in range(5)]
     with make(tiny_dir) as eng:
-        assert eng.runner is None and eng.transport.name == "inprocess"
+        assert eng.client is None and eng.transport.name == "inprocess"
         results = eng.search(reqs)
         assert len(results) == 5
         for r in results:

@@ -8,10 +8,10 @@ import pickle
 
 import pytest
 
-from scripted_http_server import ScriptedServer
 from zerosearch.config.schema import WebSearchConfig
 from zerosearch.search.types import SearchRequest
 from zerosearch.search.web import MissingApiKeyError, SerpApiEngine, parse_serpapi_response, scrub
+from zerosearch.testing.stub_server import StubSimServer
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"
 # generous per-try timeout: these tests count retries exactly, and a loaded CI machine must not add one
@@ -37,7 +37,7 @@ def key_env(monkeypatch):
 
 def echo_url(record):
     """A hostile server: its error page repeats the request URL, key included."""
-    return 500, f"internal error while serving {record['raw_path']}"
+    return 500, f"internal error while serving {record.raw_path}"
 
 
 def everything_visible(eng, results, caplog) -> str:
@@ -63,7 +63,7 @@ def test_key_not_in_config():
 def test_retries_429_and_500_then_parses(key_env, caplog):
     caplog.set_level(logging.DEBUG)  # httpx logs every request URL (with the key) at INFO
     caplog.set_level(logging.DEBUG, logger="httpx")  # importing vLLM sets httpx to WARNING
-    with ScriptedServer([(429, {"error": "throughput"}), echo_url, (200, SUCCESS)]) as srv:
+    with StubSimServer(replies=[(429, {"error": "throughput"}), echo_url, (200, SUCCESS)]) as srv:
         with SerpApiEngine(endpoint=srv.url + "/search.json", topk=2, location="Austin, Texas", **FAST) as eng:
             res = eng.search([SearchRequest("prodigal son", golden_answers=("Jesus",))])
             r = res[0]
@@ -71,8 +71,8 @@ def test_retries_429_and_500_then_parses(key_env, caplog):
             assert [(d.title, d.text) for d in r.documents] == [
                 ("Parable of the Prodigal Son - Wikipedia", SUCCESS["organic_results"][0]["snippet"]),
                 ("Luke 15", "")]
-            params = srv.requests[-1]["params"]
-            assert srv.requests[-1]["path"] == "/search.json" and srv.requests[-1]["method"] == "GET"
+            params = srv.requests[-1].params
+            assert srv.requests[-1].path == "/search.json" and srv.requests[-1].method == "GET"
             assert params == {"q": "prodigal son", "api_key": KEY, "engine": "google", "num": "2", "gl": "us",
                               "hl": "en", "location": "Austin, Texas"}
             assert any("HTTP Request" in rec.getMessage() for rec in caplog.records)  # httpx did log URLs
@@ -87,7 +87,7 @@ def test_retries_429_and_500_then_parses(key_env, caplog):
 def test_failures_fall_back_and_never_leak_the_key(key_env, caplog):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="httpx")
-    with ScriptedServer([echo_url]) as srv, \
+    with StubSimServer(replies=[echo_url]) as srv, \
             SerpApiEngine(endpoint=srv.url + "/search.json", max_retries=2, **FAST) as eng:
         res = eng.search([SearchRequest("q1"), SearchRequest("q2")])
         assert all(r.fallback and r.error == "http_5xx" and r.retries == 2 for r in res)
@@ -106,14 +106,14 @@ def test_failures_fall_back_and_never_leak_the_key(key_env, caplog):
 
 
 def test_invalid_key_is_not_retried(key_env):
-    with ScriptedServer([(401, {"error": "Invalid API key. Your API key should be here: ..."})]) as srv, \
+    with StubSimServer(replies=[(401, {"error": "Invalid API key. Your API key should be here: ..."})]) as srv, \
             SerpApiEngine(endpoint=srv.url, max_retries=3, **FAST) as eng:
         r = eng.search([SearchRequest("q")])[0]
         assert r.fallback and r.error == "http_4xx" and r.retries == 0 and len(srv.requests) == 1
 
 
 def test_empty_results_and_error_payloads(key_env):
-    with ScriptedServer([(200, NO_RESULTS), (200, {"search_metadata": {"status": "Error"}, "error": "proxy"}),
+    with StubSimServer(replies=[(200, NO_RESULTS), (200, {"search_metadata": {"status": "Error"}, "error": "proxy"}),
                          (200, SUCCESS)]) as srv, SerpApiEngine(endpoint=srv.url, max_retries=0, **FAST) as eng:
         empty, error = eng.search([SearchRequest("nothing")])[0], eng.search([SearchRequest("err")])[0]
         assert empty.documents == [] and not empty.fallback and empty.error is None
@@ -122,7 +122,7 @@ def test_empty_results_and_error_payloads(key_env):
 
 
 def test_server_down_falls_back(key_env):
-    with ScriptedServer([(200, SUCCESS)]) as srv:
+    with StubSimServer(replies=[(200, SUCCESS)]) as srv:
         url = srv.url
     with SerpApiEngine(endpoint=url, max_retries=1, **FAST) as eng:
         r = eng.search([SearchRequest("q")])[0]

@@ -114,6 +114,11 @@ class SimulationConfig:
     fallback_text: str = cfg_field("No information available.", "the document returned when every try failed (counted)")
     server_cooldown_s: float = cfg_field(30.0, "a server failing server_failure_limit times in a row is skipped this long")
     server_failure_limit: int = cfg_field(3, "consecutive failures before a server is skipped for a while")
+    batch_timeout_s: float = cfg_field(
+        60.0, "a search call's generations are cut off (counted as timeouts, one WARNING with the counts) when no "
+        "reply has succeeded for this long: a server that never answers costs at most this per search turn "
+        "(rollout.max_turns per step), not the retries' worst case ((max_retries+1) x timeout_s + backoffs)")
+    max_reply_bytes: int = cfg_field(1 << 20, "most bytes of one simulator reply read; a larger one fails as 'oversize'")
 
 
 @dataclass
@@ -126,6 +131,11 @@ class RetrievalConfig:
     dense_model: str = cfg_field("intfloat/e5-base-v2", "sentence-transformers model for dense retrieval")
     timeout_s: float = cfg_field(30.0, "seconds per request to a retrieval server")
     max_retries: int = cfg_field(3, "retries for a retrieval server request")
+    protocol: str = cfg_field(
+        "searchr1", "retrieval server API: searchr1 (POST {queries, topk} -> {result}) | zerosearch (ZeroSearch's wiki "
+        "retriever: POST {query, top_k} -> [{text}], one query a call; url defaults to 127.0.0.1:6002)")
+    batch_timeout_s: float = cfg_field(30.0, "cut a search call off when no retrieval reply succeeded for this long")
+    max_reply_bytes: int = cfg_field(32 << 20, "most bytes of one retrieval reply read; a larger one fails as 'oversize'")
 
 
 @dataclass
@@ -137,6 +147,8 @@ class WebSearchConfig:
     hl: str = cfg_field("en", "SerpApi language")
     timeout_s: float = cfg_field(30.0, "seconds per request")
     max_retries: int = cfg_field(3, "retries per request")
+    batch_timeout_s: float = cfg_field(30.0, "cut a search call off when no SerpApi reply succeeded for this long")
+    max_reply_bytes: int = cfg_field(8 << 20, "most bytes of one SerpApi reply read; a larger one fails as 'oversize'")
 
 
 @dataclass

@@ -31,7 +31,8 @@ def eval_engine_configured(s: Any) -> bool:
     if s.eval_engine == "none":
         return False
     if s.eval_engine in ("retrieval", "wiki"):
-        return bool(s.retrieval.url or s.retrieval.corpus_path)
+        # ZeroSearch's retriever protocol has a default server (127.0.0.1:6002); Search-R1's needs a url or corpus
+        return bool(s.retrieval.url or s.retrieval.corpus_path or s.retrieval.protocol == "zerosearch")
     return True
 
 
@@ -140,6 +141,9 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("search.simulation.max_concurrency", sim.max_concurrency)
     c.positive("search.simulation.words_per_doc", sim.words_per_doc)
     c.positive("search.simulation.temperature", sim.temperature, allow_zero=True)
+    for sec, sub in (("simulation", sim), ("retrieval", s.retrieval), ("web", s.web)):
+        c.positive(f"search.{sec}.batch_timeout_s", sub.batch_timeout_s)
+        c.positive(f"search.{sec}.max_reply_bytes", sub.max_reply_bytes)
     uses_sim = s.mode.startswith("simulate") or s.eval_engine.startswith("simulate") or bool(t.val_noise_levels)
     if uses_sim and sim.transport != "inprocess" and not sim.servers.strip():
         c.fail("search.simulation.servers", sim.servers, "needs at least one host[:port] for an HTTP transport")
@@ -148,13 +152,15 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     if check_paths and uses_sim and sim.model_path:
         c.path("search.simulation.model_path", sim.model_path, what="simulator model folder")
     c.choice("search.retrieval.method", s.retrieval.method, ("bm25", "dense"))
-    # training by retrieval needs an index; validation without one is skipped (eval_engine_configured)
+    c.choice("search.retrieval.protocol", s.retrieval.protocol, ("searchr1", "zerosearch"))
+    # training by retrieval needs an index or a server; validation without one is skipped (eval_engine_configured)
     uses_retrieval = s.mode == "retrieval" or (s.eval_engine in ("retrieval", "wiki") and eval_engine_configured(s))
-    if s.mode == "retrieval" and not (s.retrieval.url or s.retrieval.corpus_path):
+    local_index = s.retrieval.protocol == "searchr1" and not s.retrieval.url  # ZeroSearch's is a server's only
+    if s.mode == "retrieval" and local_index and not s.retrieval.corpus_path:
         c.fail("search.retrieval.corpus_path", s.retrieval.corpus_path,
                "training by retrieval (search.mode=retrieval) needs search.retrieval.url (a /retrieve server) or a "
                "local corpus_path")
-    if check_paths and uses_retrieval and not s.retrieval.url:
+    if check_paths and uses_retrieval and local_index:
         c.path("search.retrieval.corpus_path", s.retrieval.corpus_path, what="corpus file")
 
     # --- curriculum

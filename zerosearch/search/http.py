@@ -1,5 +1,6 @@
-"""HTTP plumbing shared by every networked engine: server lists, bounded retries, a health-aware pool,
-and one event loop per engine running one pooled `httpx.AsyncClient`.
+"""HTTP plumbing below the one search-client core (`zerosearch.search.client.SearchClient`): server lists,
+bounded retries, a health-aware pool, one request with a wall-clock timeout and a reply-size cap
+(`fetch_json`), and one event loop per engine running a pool of leased `httpx.AsyncClient`s.
 
 Why a loop in a background thread: the rollout is synchronous, but a turn's queries must go out
 concurrently and the connection pool must outlive a call (the original built a client per request and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import random
 import sys
 import threading
@@ -28,7 +30,7 @@ RETRYABLE = frozenset({"timeout", "connect", "http_429", "http_5xx", "bad_respon
 
 class RequestFailed(Exception):
     """A request failed after its tries. `kind` is one of timeout, connect, http_429, http_5xx, http_4xx,
-    bad_response; `retries` how many retries were spent."""
+    bad_response, oversize; `retries` how many retries were spent."""
 
     def __init__(self, kind: str, detail: str = "", retries: int = 0):
         super().__init__(f"{kind}: {detail}" if detail else kind)
@@ -191,54 +193,95 @@ class ClientPool:
             await c.aclose()
 
 
-async def _post(client: Union[httpx.AsyncClient, ClientPool], url: str, payload: dict[str, Any],
-                headers: dict[str, str] | None, timeout_s: float) -> httpx.Response:
+DEFAULT_MAX_REPLY_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class HttpJob:
+    """One HTTP request of a batch: `method` to `<server><path>` with a JSON body (`json`) or query parameters
+    (`params`); `parse(reply_json) -> value` reads the answer (raising ValueError, KeyError, TypeError or
+    IndexError for a malformed one, which counts as bad_response and is retried)."""
+
+    path: str = ""
+    json: Any = None
+    params: dict[str, Any] | None = None
+    method: str = "POST"
+    parse: Callable[[Any], Any] | None = None
+
+
+class _Oversize(Exception):
+    pass
+
+
+async def _read_capped(client: httpx.AsyncClient, url: str, job: HttpJob, headers: dict[str, str] | None,
+                       timeout_s: float, max_reply_bytes: int) -> tuple[int, bytes]:
+    """(status, body) of one try, reading at most `max_reply_bytes` of (decoded) body: a declared
+    Content-Length over the cap fails before any byte is read, and a streamed body stops being read at the cap,
+    so a runaway server costs the client the cap and no more (raises _Oversize)."""
+    async with client.stream(job.method, url, json=job.json, params=job.params, headers=headers,
+                             timeout=timeout_s) as resp:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_reply_bytes:
+            raise _Oversize(f"reply declares {declared} bytes; max_reply_bytes={max_reply_bytes}")
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            body += chunk
+            if len(body) > max_reply_bytes:
+                raise _Oversize(f"reply passed max_reply_bytes={max_reply_bytes} while streaming")
+        return resp.status_code, bytes(body)
+
+
+async def _one_try(client: Union[httpx.AsyncClient, ClientPool], url: str, job: HttpJob,
+                   headers: dict[str, str] | None, timeout_s: float, max_reply_bytes: int) -> tuple[int, bytes]:
     if isinstance(client, ClientPool):
         async with client.lease() as c:
-            return await _with_deadline(c.post(url, json=payload, headers=headers, timeout=timeout_s), timeout_s)
-    return await _with_deadline(client.post(url, json=payload, headers=headers, timeout=timeout_s), timeout_s)
+            return await _with_deadline(_read_capped(c, url, job, headers, timeout_s, max_reply_bytes), timeout_s)
+    return await _with_deadline(_read_capped(client, url, job, headers, timeout_s, max_reply_bytes), timeout_s)
 
 
-async def post_json(
+async def fetch_json(
     client: Union[httpx.AsyncClient, ClientPool],
     pool: ServerPool,
-    path: str,
-    payload: dict[str, Any],
+    job: HttpJob,
     policy: RetryPolicy,
     rng: random.Random,
-    validate: Callable[[Any], Any] | None = None,
     headers: dict[str, str] | None = None,
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
 ) -> tuple[Any, int]:
-    """POST `payload` as JSON to `<server><path>`, retrying retryable failures. Returns (value, retries),
-    where value is `validate(json)` (or the json). `validate` raising ValueError counts as bad_response.
-    Raises RequestFailed after the last try; never retries 4xx other than 429.
+    """Send `job` to a server of `pool`, retrying retryable failures. Returns (value, retries), where value is
+    `job.parse(json)` (or the json). Raises RequestFailed after the last try; never retries 4xx other than
+    429, nor a reply over `max_reply_bytes` (kind `oversize`: the server would most likely send it again).
 
     Each try is bounded by `policy.timeout_s` of wall time in total (not only per read), so one request
     never takes longer than `policy.worst_case_s()`. Waiting for a free connection counts towards it: keep
-    requests in flight within the client's connections (a `ClientPool` lease guarantees it)."""
+    requests in flight within the client's connections (a `ClientPool` lease guarantees it). The detail of
+    a failure names the server and path, never the query parameters (they may carry an API key)."""
     kind, detail = "connect", ""
     for attempt in range(policy.max_retries + 1):
         if attempt:
             await asyncio.sleep(policy.delay(attempt - 1, rng))
         server = pool.pick()
+        where = f"{server}{job.path}"
         try:
-            resp = await _post(client, server + path, payload, headers, policy.timeout_s)
-            kind = classify_status(resp.status_code)
+            status, body = await _one_try(client, where, job, headers, policy.timeout_s, max_reply_bytes)
+            kind = classify_status(status)
             if kind is None:
                 try:
-                    data = resp.json()
-                    value = validate(data) if validate else data
+                    data = json.loads(body)
+                    value = job.parse(data) if job.parse else data
                 except (ValueError, KeyError, TypeError, IndexError) as e:
                     kind, detail = "bad_response", f"{type(e).__name__}: {e}"[:200]
                 else:
                     pool.report(server, True)
                     return value, attempt
             else:
-                detail = f"HTTP {resp.status_code} from {server}{path}: {resp.text[:200]}"
+                detail = f"HTTP {status} from {where}: {body[:200].decode('utf-8', 'replace')}"
+        except _Oversize as e:
+            kind, detail = "oversize", f"{e} ({where})"
         except (httpx.TimeoutException, asyncio.TimeoutError) as e:
-            kind, detail = "timeout", f"{type(e).__name__} after {policy.timeout_s}s from {server}"
+            kind, detail = "timeout", f"{type(e).__name__} after {policy.timeout_s}s from {where}"
         except httpx.TransportError as e:  # connection refused/reset, protocol errors
-            kind, detail = "connect", f"{type(e).__name__}: {e} ({server})"
+            kind, detail = "connect", f"{type(e).__name__}: {e} ({where})"
         pool.report(server, kind == "http_4xx")  # a 4xx is our request's fault, not the server's health
         if kind not in RETRYABLE:
             break
@@ -246,13 +289,11 @@ async def post_json(
 
 
 class AsyncRunner:
-    """An event loop in a daemon thread, with pooled HTTP clients living on it: `client`, one
-    `httpx.AsyncClient` sharing `max_connections` connections (simple; fine at low concurrency), and
-    `clients`, a `ClientPool` of `max_connections` leased clients for many requests in flight (post_json
-    takes either). Connections are opened on first use, so the one not used costs nothing.
+    """An event loop in a daemon thread, with `clients`, a `ClientPool` of `max_connections` leased
+    `httpx.AsyncClient`s living on it (one request in flight each). Connections are opened on first use.
 
     `run(coro_factory, timeout)` calls `coro_factory()` (a function of no arguments returning a coroutine;
-    it reaches the client as `runner.client`) on the loop and waits at most `timeout` seconds; on timeout
+    it reaches the clients as `runner.clients`) on the loop and waits at most `timeout` seconds; on timeout
     the coroutine is cancelled and the builtin `TimeoutError` raised (on every Python version: before
     3.11, concurrent.futures raised its own TimeoutError class, which `except TimeoutError` missed).
     """
@@ -265,18 +306,12 @@ class AsyncRunner:
         self._connections_per_client = connections_per_client
         self._thread.start()
         self._ready.wait()
-        self.client: httpx.AsyncClient = self.run(self._make_client, timeout=10)
         self.clients: ClientPool = self.run(self._make_pool, timeout=10)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.call_soon(self._ready.set)
         self._loop.run_forever()
-
-    async def _make_client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self._max_connections,
-                              max_keepalive_connections=self._max_connections)
-        return httpx.AsyncClient(limits=limits, trust_env=False)
 
     async def _make_pool(self) -> ClientPool:
         return ClientPool(self._max_connections, self._connections_per_client)
@@ -294,11 +329,10 @@ class AsyncRunner:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        for aclose in (self.client.aclose, self.clients.aclose):
-            try:
-                self.run(aclose, timeout=5)
-            except Exception:  # noqa: BLE001 - best effort on shutdown
-                pass
+        try:
+            self.run(self.clients.aclose, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():  # closing a loop that still runs raises; leave it to the daemon

@@ -1,7 +1,9 @@
-"""Real retrieval engines: a local index in this process, or any Search-R1 compatible `/retrieve` server.
+"""Real retrieval engines: a local index in this process, or a `/retrieve` server (Search-R1's protocol or
+ZeroSearch's wiki retriever).
 
     RetrievalEngine(corpus_path, method="bm25")          the index of zerosearch.search.index
     RemoteRetrievalEngine("http://127.0.0.1:8000/retrieve")   POST {"queries", "topk", "return_scores"}
+    RemoteRetrievalEngine("127.0.0.1:6002", protocol="zerosearch")   POST {"query", "top_k"} -> [{"text"}]
 
 Both answer a whole batch of requests in one go (one bm25s call, or one POST per chunk of queries), never
 raise from `search()` (a failure gives the fallback document and `error` set) and count what happened
@@ -10,16 +12,14 @@ raise from `search()` (a failure gives the fallback document and `error` set) an
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import random
 import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from zerosearch.search.engine_metrics import SearchMetrics
-from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, post_json
+from zerosearch.search.client import HttpSearchEngine, SearchClient
+from zerosearch.search.http import HttpJob, RetryPolicy
 from zerosearch.search.index import LocalIndex, open_index, parse_contents
 from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
 
@@ -157,13 +157,35 @@ def parse_retrieve_response(data: Any, n_queries: int, topk: int) -> list[list[D
     return out
 
 
-class RemoteRetrievalEngine(SearchEngine):
-    """Client of a Search-R1 compatible retrieval server (ours: `python -m zerosearch.search.retrieval_server`).
+def parse_zerosearch_response(data: Any, topk: int) -> list[Document]:
+    """Documents of ZeroSearch's wiki retriever reply, a JSON list of `{"text": ...}` (the text is kept as the
+    retriever wrote it, title included, as the original formats it: `Doc i: {text}`)."""
+    if not isinstance(data, list):
+        raise ValueError("response is not a JSON list of {'text': ...}")
+    docs = []
+    for item in data[:topk]:
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise ValueError("a hit is not an object with a 'text' string")
+        docs.append(Document(title="", text=item["text"]))
+    return docs
 
-    One pooled async HTTP client; the batch is sent as POSTs of at most `max_batch` queries, up to
-    `max_concurrency` at once, spread over the servers; failures are retried (`max_retries`, exponential
-    backoff with jitter); a chunk that still fails gets the fallback document. `search()` returns within
-    about `RetryPolicy.worst_case_s()` per wave of chunks and never raises.
+
+PROTOCOLS = ("searchr1", "zerosearch")
+ZEROSEARCH_DEFAULT = "127.0.0.1:6002"  # the original's retriever: http://{ip}:6002/retrieve
+
+
+class RemoteRetrievalEngine(HttpSearchEngine):
+    """Client of a retrieval server (ours: `python -m zerosearch.search.retrieval_server`, which speaks both).
+
+    Two protocols (`search.retrieval.protocol`):
+        searchr1     POST /retrieve {"queries": [...], "topk": k, "return_scores": true} -> {"result": [[hit]]};
+                     the batch goes out as POSTs of at most `max_batch` queries
+        zerosearch   POST /retrieve {"query": "...", "top_k": k} -> [{"text": ...}], one query a POST
+                     (ZeroSearch's wiki retriever; default server 127.0.0.1:6002)
+
+    The requests are one batch of the search-client core (`client.SearchClient`: concurrency cap, per-try
+    timeout, reply cap, bounded retries, server rotation, batch budget); a request that still fails gets the
+    fallback document. `search()` never raises.
 
     Args:
         url: `http://host:port/retrieve`, or a comma list of servers sharing the path.
@@ -175,91 +197,58 @@ class RemoteRetrievalEngine(SearchEngine):
     def __init__(self, url: str, *, topk: int = 5, timeout_s: float = 30.0, max_retries: int = 3,
                  backoff_s: float = 0.5, backoff_max_s: float = 8.0, max_batch: int = 256,
                  max_concurrency: int = 8, fallback_text: str = DEFAULT_FALLBACK_TEXT, seed: int = 0,
-                 server_failure_limit: int = 3, server_cooldown_s: float = 30.0):
+                 server_failure_limit: int = 3, server_cooldown_s: float = 30.0, protocol: str = "searchr1",
+                 batch_timeout_s: float | None = 30.0, max_reply_bytes: int = 32 << 20):
         if topk < 1 or max_batch < 1 or max_concurrency < 1:
             raise ValueError(f"topk, max_batch and max_concurrency must be >= 1 (got {topk}, {max_batch}, {max_concurrency})")
-        bases, self.path = parse_retrieve_urls(url)
-        self.url = url
-        self.topk, self.max_batch, self.max_concurrency = topk, max_batch, max_concurrency
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"search.retrieval.protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+        bases, self.path = parse_retrieve_urls(url, default_port=6002 if protocol == "zerosearch" else 8000)
+        self.url, self.protocol = url, protocol
+        self.topk, self.max_batch = topk, max_batch if protocol == "searchr1" else 1
         self.policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
                                   timeout_s=timeout_s)
-        self.pool = ServerPool(bases, failure_limit=server_failure_limit, cooldown_s=server_cooldown_s)
-        self.fallback_text = fallback_text
-        self._rng = random.Random(seed)
-        self.metrics = SearchMetrics()
-        self._runner = AsyncRunner(max_connections=max_concurrency, name="zerosearch-retrieval")
+        super().__init__(SearchClient(bases, self.policy, max_concurrency=max_concurrency,
+                                      failure_limit=server_failure_limit, cooldown_s=server_cooldown_s,
+                                      max_reply_bytes=max_reply_bytes, stall_timeout_s=batch_timeout_s,
+                                      name=f"retrieval-{protocol}", budget_key="search.retrieval.batch_timeout_s",
+                                      seed=seed), fallback_text)
 
     @classmethod
     def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "RemoteRetrievalEngine":
-        """From a `RetrievalConfig` whose `url` is set, and `search.topk`."""
-        return cls(cfg.url, topk=topk, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, **kwargs)
+        """From a `RetrievalConfig` whose `url` is set (or whose protocol is zerosearch), and `search.topk`."""
+        url = cfg.url or (ZEROSEARCH_DEFAULT if cfg.protocol == "zerosearch" else None)
+        if not url:
+            raise ValueError("search.retrieval.url is not set: give the /retrieve server's URL")
+        return cls(url, topk=topk, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, protocol=cfg.protocol,
+                   batch_timeout_s=cfg.batch_timeout_s, max_reply_bytes=cfg.max_reply_bytes, **kwargs)
 
-    async def _chunk(self, queries: list[str]) -> tuple[list[list[Document]], int]:
-        payload = {"queries": queries, "topk": self.topk, "return_scores": True}
-        return await post_json(self._runner.client, self.pool, self.path, payload, self.policy, self._rng,
-                               validate=lambda data: parse_retrieve_response(data, len(queries), self.topk))
+    def job(self, request: SearchRequest) -> HttpJob:
+        """ZeroSearch's protocol: one query a POST."""
+        return HttpJob(self.path, json={"query": request.query, "top_k": self.topk},
+                       parse=lambda data: parse_zerosearch_response(data, self.topk))
 
-    async def _all(self, chunks: list[list[str]], deadline_s: float) -> list[Any]:
-        sem = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(chunk: list[str]) -> Any:
-            async with sem:
-                t0 = time.perf_counter()
-                try:
-                    docs, retries = await self._chunk(chunk)
-                    return docs, retries, time.perf_counter() - t0
-                except RequestFailed as e:
-                    return e, e.retries, time.perf_counter() - t0
-                except Exception as e:  # noqa: BLE001 - a bug here must not take the other chunks down
-                    return RequestFailed("internal", f"{type(e).__name__}: {e}"), 0, time.perf_counter() - t0
-
-        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
-        done, pending = await asyncio.wait(tasks, timeout=deadline_s)
-        for t in pending:
-            t.cancel()
-        return [t.result() if t in done else (RequestFailed("timeout", "search deadline"), 0, deadline_s)
-                for t in tasks]
-
-    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
-        if not requests:
-            return []
-        t0 = time.perf_counter()
-        queries = [r.query for r in requests]
-        chunks = [queries[i:i + self.max_batch] for i in range(0, len(queries), self.max_batch)]
-        waves = math.ceil(len(chunks) / self.max_concurrency)
-        deadline = waves * self.policy.worst_case_s() + 1.0
-        try:
-            outcomes = self._runner.run(lambda: self._all(chunks, deadline), timeout=deadline + 5.0)
-        except Exception as e:  # noqa: BLE001 - the loop itself failed or overran: nothing is lost but time
-            kind = "timeout" if isinstance(e, TimeoutError) else "internal"
-            log.warning("retrieval batch failed (%s): %s: %s", kind, type(e).__name__, e)
-            outcomes = [(RequestFailed(kind), 0, time.perf_counter() - t0)] * len(chunks)
-        results: list[SearchResult] = []
-        for chunk, (value, retries, latency) in zip(chunks, outcomes):
-            if isinstance(value, RequestFailed):
-                log.warning("retrieval server %s failed for %d queries after %d retries: %s",
-                            self.url, len(chunk), retries, value)
-                results += [_fallback(self.name, self.fallback_text, value.kind, latency, retries) for _ in chunk]
-            else:
-                results += [SearchResult(documents=d, engine=self.name, latency_s=latency, retries=retries)
-                            for d in value]
-        self.metrics.record(requests, results)
-        return results
-
-    def pop_metrics(self) -> dict[str, float]:
-        return self.metrics.pop()
-
-    def close(self) -> None:
-        self._runner.close()
+    def jobs(self, requests: Sequence[SearchRequest]) -> list[tuple[HttpJob, int]]:
+        """Search-R1's protocol: POSTs of at most max_batch queries."""
+        if self.protocol == "zerosearch":
+            return super().jobs(requests)
+        out = []
+        for i in range(0, len(requests), self.max_batch):
+            queries = [r.query for r in requests[i:i + self.max_batch]]
+            out.append((HttpJob(self.path, json={"queries": queries, "topk": self.topk, "return_scores": True},
+                                parse=lambda data, n=len(queries): parse_retrieve_response(data, n, self.topk)),
+                        len(queries)))
+        return out
 
     def __repr__(self) -> str:
-        return f"RemoteRetrievalEngine(url={self.url!r}, topk={self.topk})"
+        return f"RemoteRetrievalEngine(url={self.url!r}, protocol={self.protocol!r}, topk={self.topk})"
 
 
 def retrieval_engine_from_config(cfg: Any, topk: int, **kwargs: Any) -> SearchEngine:
     """The engine a `RetrievalConfig` describes: the server at `url` when set, else the local index of
-    `corpus_path`. Fails at start-up (not at the first search) when neither is given."""
-    if cfg.url:
+    `corpus_path` (ZeroSearch's protocol is a server's only: its url defaults to 127.0.0.1:6002). Fails at
+    start-up (not at the first search) when neither is given."""
+    if cfg.url or cfg.protocol == "zerosearch":
         return RemoteRetrievalEngine.from_config(cfg, topk, **kwargs)
     if not cfg.corpus_path:
         raise ValueError("search.retrieval needs url (a /retrieve server) or corpus_path (a jsonl corpus for a "

@@ -4,29 +4,36 @@
 
 builds the BM25 index beside the corpus on first start (`--index-dir` to put it elsewhere), then serves
 
-    POST /retrieve   {"queries": ["..."], "topk": 3, "return_scores": true}
+    POST /retrieve   {"queries": ["..."], "topk": 3, "return_scores": true}          (Search-R1's shape)
                   -> {"result": [[{"document": {"id", "contents"}, "score": 12.3}, ...], ...]}
                      (without scores: {"result": [[{"id", "contents"}, ...], ...]})
+    POST /retrieve   {"query": "...", "top_k": 5}                      (ZeroSearch's wiki retriever shape)
+                  -> [{"id", "text"}, ...]   (`text` is the passage's `contents`, title line included)
     GET  /health  -> {"status": "ok", "method", "num_docs", "limits"}
+
+The two shapes share the path (a body with `query` and no `queries` is ZeroSearch's), so ZeroSearch's
+original client works against `--port 6002` unchanged.
 
 Requests beyond the limits get a 4xx whose JSON `detail` names the limit and its value
 (`{"limit": "max_queries", "value": 512, "got": 600, "message": ...}`): 413 for too many queries, a query
-too long or a body too large; 422 for a top-k out of range. `--port 0` picks a free port; the first line
-printed says where the server listens.
+too long or a body too large; 422 for a top-k out of range. The body limit holds for the bytes actually
+read (a chunked body without Content-Length included): reading stops at the limit. `--port 0` picks a free
+port; the first line printed says where the server listens.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import socket
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import Body, FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from zerosearch.search.index import LocalIndex, open_index
 
@@ -39,6 +46,13 @@ class RetrieveRequest(BaseModel):
     queries: list[str]
     topk: int | None = None  # None = the server's --topk
     return_scores: bool = False
+
+
+class WikiRetrieveRequest(BaseModel):
+    """ZeroSearch's wiki retriever body: one query a call."""
+
+    query: str
+    top_k: int | None = None  # None = the server's --topk
 
 
 @dataclass
@@ -62,20 +76,72 @@ def _limit_error(status: int, limit: str, value: int, got: int, message: str) ->
                                                      "message": message})
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `max_body_bytes` gets a 413 naming the limit, decided on the
+    bytes actually received (a declared Content-Length over the limit is refused before reading; a chunked
+    body is read only up to the limit), so a large upload never grows the server past the limit. A body
+    within the limit is buffered once and handed on unchanged."""
+
+    def __init__(self, app: Any, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._refuse(send, f"request body of {declared} bytes (Content-Length)")
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return await self._refuse(send, f"request body passed {self.max_body_bytes} bytes while reading")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any, got: str) -> None:
+        content = json.dumps({"detail": {
+            "limit": "max_body_bytes", "value": self.max_body_bytes, "got": got,
+            "message": f"{got} is over max_body_bytes={self.max_body_bytes} "
+                       "(set by --max-queries and --max-query-chars)"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _parse_body(body: Any) -> RetrieveRequest | WikiRetrieveRequest:
+    """Search-R1's shape, or ZeroSearch's when the body has `query` and no `queries`; a 422 naming the
+    field otherwise (as FastAPI reports its own validation errors)."""
+    wiki = isinstance(body, dict) and "query" in body and "queries" not in body
+    try:
+        return (WikiRetrieveRequest if wiki else RetrieveRequest).model_validate(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
 def create_app(index: LocalIndex, limits: ServerLimits | None = None) -> FastAPI:
     """The FastAPI app serving `index` under `limits`."""
     limits = limits or ServerLimits()
     app = FastAPI(title="zerosearch retrieval server", version="1")
-
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(status_code=413, content={"detail": {
-                "limit": "max_body_bytes", "value": limits.max_body_bytes, "got": int(length),
-                "message": f"request body of {length} bytes is over max_body_bytes={limits.max_body_bytes} "
-                           "(set by --max-queries and --max-query-chars)"}})
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -83,8 +149,19 @@ def create_app(index: LocalIndex, limits: ServerLimits | None = None) -> FastAPI
                 "limits": {**asdict(limits), "max_body_bytes": limits.max_body_bytes}}
 
     @app.post("/retrieve")
-    def retrieve(req: RetrieveRequest) -> dict[str, Any]:
+    def retrieve(body: Any = Body(...)) -> Any:
         # a plain def: FastAPI runs it in its thread pool, so a long batch never blocks the event loop
+        req = _parse_body(body)
+        if isinstance(req, WikiRetrieveRequest):
+            hits = search(RetrieveRequest(queries=[req.query], topk=req.top_k))[0]
+            return [{"id": doc["id"], "text": doc["contents"]} for doc, _ in hits]
+        rows = search(req)
+        if req.return_scores:
+            return {"result": [[{"document": doc, "score": score} for doc, score in r] for r in rows]}
+        return {"result": [[doc for doc, _ in r] for r in rows]}
+
+    def search(req: RetrieveRequest) -> list[list[tuple[dict[str, Any], float]]]:
+        """(row, score) of the top-k of each query, after the limits are checked."""
         topk = limits.default_topk if req.topk is None else req.topk
         if len(req.queries) > limits.max_queries:
             raise _limit_error(413, "max_queries", limits.max_queries, len(req.queries),
@@ -100,10 +177,7 @@ def create_app(index: LocalIndex, limits: ServerLimits | None = None) -> FastAPI
                                f"topk={topk} is out of range: it must be between 1 and max_topk={limits.max_topk} "
                                "(--max-topk)")
         hits = index.search(req.queries, topk)
-        rows = [[(index.store.row(i), s) for i, s in h] for h in hits]
-        if req.return_scores:
-            return {"result": [[{"document": doc, "score": score} for doc, score in r] for r in rows]}
-        return {"result": [[doc for doc, _ in r] for r in rows]}
+        return [[(index.store.row(i), s) for i, s in h] for h in hits]
 
     return app
 

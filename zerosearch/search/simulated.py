@@ -10,13 +10,11 @@ One call of `search(requests)`:
    prompt is rendered from the family's template with *the issuing row's* question and all its gold
    answers. With the cache on, a generation already made this run (or planned earlier in the same batch)
    is reused and the result marked `cache_hit`.
-3. **Generate.** HTTP transports: every generation goes out concurrently (at most `max_concurrency` in
-   flight) over one pooled client on the engine's event loop, spread over the servers; each try has a
-   wall-clock timeout, retryable failures (connection, timeout, 429, 5xx, malformed body) back off
-   exponentially with jitter, and a server that fails `failure_limit` times in a row is skipped for
-   `cooldown_s`. The whole batch has a deadline (`RetryPolicy.worst_case_s()` per wave of
-   `max_concurrency` requests, or `batch_deadline_s`) enforced by `AsyncRunner.run`; what has not finished
-   by then counts as a `timeout`. In-process transport: one batched `generate`.
+3. **Generate.** HTTP transports: the generations are one batch of the search-client core
+   (`zerosearch.search.client.SearchClient`): concurrency cap, per-try wall-clock timeout, reply-size cap,
+   bounded retries with backoff and jitter, server rotation and cool-down, and the batch's budget (cut off
+   when no reply succeeded for `batch_timeout_s`, at the latest after `batch_deadline_s`); what has not
+   finished by then counts as a `timeout`. In-process transport: one batched `generate`.
 4. **Parse** each text into at most top-k documents (`sim_parsing`); an output with no usable document is
    an `empty_output` failure.
 5. **Answer** one `SearchResult` per request, in order. A request whose generation failed gets the single
@@ -28,18 +26,17 @@ One call of `search(requests)`:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import random
 import threading
 import time
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from zerosearch.search.curriculum import NoiseSchedule
-from zerosearch.search.http import AsyncRunner, RequestFailed, RetryPolicy, ServerPool, parse_servers, post_json
+from zerosearch.search.client import SearchClient
+from zerosearch.search.engine_metrics import SearchMetrics
+from zerosearch.search.http import HttpJob, RetryPolicy, parse_servers
 from zerosearch.search.sim_parsing import parse_documents
 from zerosearch.search.sim_prompts import PromptSet, SimPrompt
 from zerosearch.generation.types import SamplingParams
@@ -81,37 +78,6 @@ class _Job:
     seed: int = 0  # from the cache key, or from the request when uncached: a regenerated job samples the same
 
 
-@dataclass
-class _Stats:
-    """Counters since the last pop_metrics()."""
-
-    requests: int = 0
-    generations: int = 0
-    failures: Counter = field(default_factory=Counter)
-    failed_generations: int = 0
-    docs: int = 0
-    fallbacks: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    deadline_hits: int = 0
-    latencies: list[float] = field(default_factory=list)
-    noise_flags: int = 0
-    noise_slots: int = 0
-    noise_prob_sum: float = 0.0
-    useful_checked: int = 0
-    useful_has_answer: int = 0
-    noisy_checked: int = 0
-    noisy_has_answer: int = 0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    """Nearest-rank-with-interpolation percentile (q in [0, 1]) of a non-empty list."""
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 class SimulatedSearchEngine(SearchEngine):
     """A search engine whose documents a simulation LLM writes, useful or noisy by the curriculum.
 
@@ -131,6 +97,8 @@ class SimulatedSearchEngine(SearchEngine):
         cache: reuse a generation for the same (query, mode, noisy, conditioning) within this run.
         cache_max_entries: oldest entries are dropped beyond this.
         batch_deadline_s: overall deadline of one call's HTTP work; None = derived from the policy.
+        batch_timeout_s: cut a call's HTTP work off when no reply succeeded for this long; None = off.
+        max_reply_bytes: the most bytes of a simulator reply read (`oversize` beyond).
         seed: seeds retry jitter (the noise draw is seeded by the schedule).
     """
 
@@ -153,6 +121,8 @@ class SimulatedSearchEngine(SearchEngine):
         cache: bool = False,
         cache_max_entries: int = 200_000,
         batch_deadline_s: float | None = None,
+        batch_timeout_s: float | None = None,
+        max_reply_bytes: int = 1 << 20,
         seed: int = 0,
     ):
         if mode not in MODES:
@@ -169,25 +139,21 @@ class SimulatedSearchEngine(SearchEngine):
         self.max_concurrency = max_concurrency
         self.fallback = Document(title="", text=fallback_text)
         self.cache_enabled, self.cache_max_entries = cache, cache_max_entries
-        self.batch_deadline_s = batch_deadline_s
         self._cache: OrderedDict[tuple, tuple[Document, ...]] = OrderedDict()
-        self._stats = _Stats()
+        self.metrics = SearchMetrics()
         self._lock = threading.Lock()
         self.seed = seed
-        self._rng = random.Random(seed)
         self._uses_question = {
             noisy: bool({"question", "answers"} & set((prompts.noisy if noisy else prompts.useful).names))
             for noisy in (False, True)}
-        self.pool: ServerPool | None = None
-        self.runner: AsyncRunner | None = None
+        self.client: SearchClient | None = None
         if isinstance(transport, HttpTransport):
             if not servers:
                 raise ValueError("an HTTP simulation transport needs at least one server")
-            self.pool = ServerPool(list(servers), failure_limit=failure_limit, cooldown_s=cooldown_s)
-            # one leased client per request in flight, each keeping a connection to every server
-            self.runner = AsyncRunner(max_connections=max_concurrency, name=f"zerosearch-{mode}",
-                                      connections_per_client=min(len(servers), 8))
-        self._skips_seen = 0
+            self.client = SearchClient(
+                servers, self.policy, max_concurrency=max_concurrency, failure_limit=failure_limit,
+                cooldown_s=cooldown_s, max_reply_bytes=max_reply_bytes, stall_timeout_s=batch_timeout_s,
+                deadline_s=batch_deadline_s, name=mode, budget_key="search.simulation.batch_timeout_s", seed=seed)
         self._closed = False
 
     # ------------------------------------------------------------------ construction from config
@@ -218,7 +184,8 @@ class SimulatedSearchEngine(SearchEngine):
             mode=mode, prompts=prompts, schedule=schedule, transport=transport, servers=servers, topk=topk,
             words_per_doc=sim.words_per_doc, sampling=sampling, policy=policy,
             max_concurrency=sim.max_concurrency, failure_limit=sim.server_failure_limit,
-            cooldown_s=sim.server_cooldown_s, fallback_text=sim.fallback_text, cache=cache, seed=seed)
+            cooldown_s=sim.server_cooldown_s, fallback_text=sim.fallback_text, cache=cache, seed=seed,
+            batch_timeout_s=sim.batch_timeout_s, max_reply_bytes=sim.max_reply_bytes)
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -259,14 +226,16 @@ class SimulatedSearchEngine(SearchEngine):
                     jobs[noisy] = job
                 needs.append(jobs)
         # 3-4. generate and parse
-        deadline_hit: float | None = None
+        cut, skips = False, 0
         if new_jobs:
-            if self.runner is not None:
-                deadline_hit = self._run_http(new_jobs)
+            if self.client is not None:
+                cut, skips = self._run_http(new_jobs)
             else:
                 self._run_inprocess(new_jobs)
         # 5. assemble results and count
-        return self._assemble(requests, flags, needs, new_jobs, probs, deadline_hit)
+        results = self._assemble(requests, flags, needs, new_jobs)
+        self._count(requests, results, flags, probs, new_jobs, cut, skips)
+        return results
 
     def pop_metrics(self) -> dict[str, float]:
         """Counters since the last call (then reset):
@@ -274,7 +243,7 @@ class SimulatedSearchEngine(SearchEngine):
         search/requests          search requests answered
         search/generations       simulator generations issued (cache hits and in-batch duplicates excluded)
         search/failures/<kind>   requests answered with the fallback, by the kind of the last failure
-                                 (timeout, connect, http_429, http_5xx, http_4xx, bad_response,
+                                 (timeout, connect, http_429, http_5xx, http_4xx, bad_response, oversize,
                                  empty_output, client_error, inprocess_error); they sum to fallbacks
         search/fallbacks         results that carry the fallback document
         search/failed_generations  simulator generations that failed (two per request can, per document)
@@ -282,49 +251,22 @@ class SimulatedSearchEngine(SearchEngine):
         search/retries           retries spent
         search/latency_p50_s, search/latency_p95_s   per-generation wall time (retries included)
         search/cache_hits        results served from the cache (or from a duplicate in the same batch)
-        search/deadline_hits     calls cut off by the batch deadline
+        search/deadline_hits     calls cut off by their budget (batch_timeout_s or the batch deadline)
         search/server_skips      times a cooling server was passed over
-        search/noise_prob        mean curriculum probability of noise asked for
-        search/noise_share       share of document slots drawn noisy
+        search/noise_prob        mean noise probability the requests were drawn with (the curriculum's at
+                                 their step, or their own fixed noise_prob)
+        search/noise_share       share of document slots drawn noisy (the draws themselves)
+        search/empty_results, search/has_answer   as every engine (engine_metrics)
         search/useful_has_answer share of useful results (non-fallback) containing a gold answer
         search/noisy_has_answer  share of noisy results containing a gold answer (should stay low)
         """
-        with self._lock:
-            s, self._stats = self._stats, _Stats()
-            skips = self.pool.skips if self.pool is not None else 0
-            skip_delta, self._skips_seen = skips - self._skips_seen, skips
-        if not s.requests:
-            return {}
-        m: dict[str, float] = {
-            "search/requests": float(s.requests),
-            "search/generations": float(s.generations),
-            "search/fallbacks": float(s.fallbacks),
-            "search/failed_generations": float(s.failed_generations),
-            "search/retries": float(s.retries),
-            "search/cache_hits": float(s.cache_hits),
-            "search/deadline_hits": float(s.deadline_hits),
-            "search/server_skips": float(skip_delta),
-            "search/noise_prob": s.noise_prob_sum / s.requests,
-            "search/noise_share": s.noise_flags / max(1, s.noise_slots),
-        }
-        if s.requests > s.fallbacks:
-            m["search/docs_per_result"] = s.docs / (s.requests - s.fallbacks)
-        for kind, n in sorted(s.failures.items()):
-            m[f"search/failures/{kind}"] = float(n)
-        if s.latencies:
-            m["search/latency_p50_s"] = _percentile(s.latencies, 0.50)
-            m["search/latency_p95_s"] = _percentile(s.latencies, 0.95)
-        if s.useful_checked:
-            m["search/useful_has_answer"] = s.useful_has_answer / s.useful_checked
-        if s.noisy_checked:
-            m["search/noisy_has_answer"] = s.noisy_has_answer / s.noisy_checked
-        return m
+        return self.metrics.pop()
 
     def close(self) -> None:
         self._closed = True
-        if self.runner is not None:
-            self.runner.close()
-            self.runner = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         if isinstance(self.transport, InProcessTransport):
             self.transport.close()
 
@@ -344,54 +286,21 @@ class SimulatedSearchEngine(SearchEngine):
         return (query, self.mode, noisy, cond)
 
     # ------------------------------------------------------------------ generation
-    def _deadline_s(self, n_jobs: int) -> float:
-        if self.batch_deadline_s is not None:
-            return self.batch_deadline_s
-        waves = math.ceil(n_jobs / self.max_concurrency)
-        return waves * self.policy.worst_case_s() + 1.0
+    def _parse(self, data: Any) -> tuple[Document, ...]:
+        """A simulator reply -> its documents (an empty tuple is an `empty_output`, not retried)."""
+        assert isinstance(self.transport, HttpTransport)
+        return tuple(parse_documents(self.transport.extract(data), self.topk))
 
-    def _run_http(self, jobs: list[_Job]) -> float | None:
-        """Run every job on the engine's loop; the deadline (s) when it cut the batch off, else None."""
-        assert self.runner is not None and isinstance(self.transport, HttpTransport)
-        runner, pool, transport, policy = self.runner, self.pool, self.transport, self.policy
-        assert pool is not None
-        sampling, topk, rng = self.sampling, self.topk, self._rng
-        payloads = [transport.payload(j.prompt, sampling, j.seed) for j in jobs]
-
-        async def one(job: _Job, payload: dict[str, Any], sem: asyncio.Semaphore) -> None:
-            async with sem:
-                t0 = time.monotonic()
-                try:
-                    text, retries = await post_json(runner.clients, pool, transport.path, payload, policy, rng,
-                                                    validate=transport.extract)
-                except RequestFailed as e:
-                    job.outcome = _Outcome(None, e.kind, e.retries, time.monotonic() - t0, e.detail)
-                    return
-                except Exception as e:  # noqa: BLE001 - one broken request must not sink the batch
-                    job.outcome = _Outcome(None, "client_error", 0, time.monotonic() - t0,
-                                           f"{type(e).__name__}: {e}"[:300])
-                    return
-                docs = parse_documents(text, topk)
-                job.outcome = _Outcome(tuple(docs) if docs else None, None if docs else "empty_output",
-                                       retries, time.monotonic() - t0)
-
-        async def batch() -> None:
-            sem = asyncio.Semaphore(self.max_concurrency)
-            await asyncio.gather(*(one(j, p, sem) for j, p in zip(jobs, payloads)))
-
-        deadline = self._deadline_s(len(jobs))
-        try:
-            runner.run(batch, timeout=deadline)
-            return None
-        except TimeoutError:
-            log.warning("simulated search: batch of %d generations cut off by its %.1fs deadline",
-                        len(jobs), deadline)
-            return deadline
-        except RuntimeError as e:  # the runner is closed
-            for j in jobs:
-                if j.outcome is None:
-                    j.outcome = _Outcome(None, "client_error", 0, 0.0, str(e))
-            return None
+    def _run_http(self, jobs: list[_Job]) -> tuple[bool, int]:
+        """Every job as one batch of the client core; (whether its budget cut it off, server skips)."""
+        assert self.client is not None and isinstance(self.transport, HttpTransport)
+        path, payload = self.transport.path, self.transport.payload
+        report = self.client.run([HttpJob(path, json=payload(j.prompt, self.sampling, j.seed), parse=self._parse)
+                                  for j in jobs])
+        for j, o in zip(jobs, report.outcomes):
+            error = o.error if o.error is not None else (None if o.value else "empty_output")
+            j.outcome = _Outcome(o.value or None, error, o.retries, o.latency_s, o.detail)
+        return report.cut is not None, report.server_skips
 
     def _run_inprocess(self, jobs: list[_Job]) -> None:
         assert isinstance(self.transport, InProcessTransport)
@@ -410,59 +319,38 @@ class SimulatedSearchEngine(SearchEngine):
 
     # ------------------------------------------------------------------ results
     def _assemble(self, requests: Sequence[SearchRequest], flags: list[list[bool]],
-                  needs: list[dict[bool, _Job]], new_jobs: list[_Job], probs: list[float],
-                  deadline_hit: float | None) -> list[SearchResult]:
-        # Snapshot each new job's outcome once: after a deadline the loop may still be finishing some.
-        cut = _Outcome(None, "timeout", 0, deadline_hit or 0.0, "batch deadline")
-        outcomes = {id(j): j.outcome or cut for j in new_jobs}
+                  needs: list[dict[bool, _Job]], new_jobs: list[_Job]) -> list[SearchResult]:
         results: list[SearchResult] = []
         with self._lock:
-            st = self._stats
-            st.requests += len(requests)
-            st.generations += len(new_jobs)
-            st.deadline_hits += int(deadline_hit is not None)
             for j in new_jobs:
-                o = outcomes[id(j)]
-                st.retries += o.retries
-                st.latencies.append(o.latency_s)
-                if o.error is not None:
-                    st.failed_generations += 1
-                elif self.cache_enabled and j.key is not None:
+                o = j.outcome
+                if o is not None and o.error is None and self.cache_enabled and j.key is not None:
                     self._cache[j.key] = o.docs  # type: ignore[assignment]
                     while len(self._cache) > self.cache_max_entries:
                         self._cache.popitem(last=False)
-            new_ids = set(outcomes)
-            seen_new: set[int] = set()
-            for req, f, jobs, p in zip(requests, flags, needs, probs):
-                st.noise_prob_sum += p
-                st.noise_flags += sum(f)
-                st.noise_slots += len(f)
-                # A generation is a cache hit for every request but the first that used it.
-                hit = True
-                for j in jobs.values():
-                    if id(j) in new_ids and id(j) not in seen_new:
-                        seen_new.add(id(j))
-                        hit = False
-                got = {noisy: (outcomes[id(j)] if id(j) in outcomes else j.outcome) for noisy, j in jobs.items()}
-                results.append(self._result(req, f, got, hit, st))
+        new_ids = {id(j) for j in new_jobs}
+        seen_new: set[int] = set()
+        for req, f, jobs in zip(requests, flags, needs):
+            # A generation is a cache hit for every request but the first that used it.
+            hit = True
+            for j in jobs.values():
+                if id(j) in new_ids and id(j) not in seen_new:
+                    seen_new.add(id(j))
+                    hit = False
+            results.append(self._result(f, {noisy: j.outcome for noisy, j in jobs.items()}, hit))
         return results
 
-    def _result(self, req: SearchRequest, f: list[bool], got: dict[bool, _Outcome | None], hit: bool,
-                st: _Stats) -> SearchResult:
+    def _result(self, f: list[bool], got: dict[bool, _Outcome | None], hit: bool) -> SearchResult:
         per_doc = self.schedule.granularity == "document"
         noisy_all = all(f)
         retries = 0 if hit else sum(o.retries for o in got.values() if o)
         latency = 0.0 if hit else max((o.latency_s for o in got.values() if o), default=0.0)
         failed = [o for o in got.values() if o is None or o.error is not None]
         if failed:
-            st.fallbacks += 1
             error = (failed[0].error if failed[0] is not None else None) or "timeout"
-            st.failures[error] += 1
             return SearchResult(documents=[self.fallback], engine=self.name, noisy=noisy_all,
                                 noisy_docs=[noisy_all] if per_doc else None, latency_s=latency,
                                 cache_hit=False, error=error, retries=retries, fallback=True)
-        if hit:
-            st.cache_hits += 1
         sources = {noisy: iter(o.docs or ()) for noisy, o in got.items() if o is not None}
         docs: list[Document] = []
         doc_flags: list[bool] = []
@@ -471,19 +359,29 @@ class SimulatedSearchEngine(SearchEngine):
             if d is not None:
                 docs.append(d)
                 doc_flags.append(slot_noisy)
-        st.docs += len(docs)
-        if req.golden_answers:
-            for noisy in (False, True):
-                group = [d for d, n in zip(docs, doc_flags) if n == noisy]
-                if not group:
-                    continue
-                has = documents_contain_answer(group, req.golden_answers)
-                if noisy:
-                    st.noisy_checked += 1
-                    st.noisy_has_answer += int(has)
-                else:
-                    st.useful_checked += 1
-                    st.useful_has_answer += int(has)
         return SearchResult(documents=docs, engine=self.name, noisy=noisy_all,
                             noisy_docs=doc_flags if per_doc else None, latency_s=latency, cache_hit=hit,
                             retries=retries)
+
+    def _count(self, requests: Sequence[SearchRequest], results: list[SearchResult], flags: list[list[bool]],
+               probs: list[float], new_jobs: list[_Job], cut: bool, skips: int) -> None:
+        """The engine's own counters on top of every engine's (engine_metrics): what was drawn, generated,
+        served from the cache, and whether useful/noisy documents hold the answer."""
+        m = self.metrics
+        m.record(requests, results, latencies=[j.outcome.latency_s for j in new_jobs if j.outcome is not None])
+        m.count("generations", len(new_jobs))
+        m.count("failed_generations", sum(1 for j in new_jobs if j.outcome is None or j.outcome.error is not None))
+        m.count("cache_hits", sum(1 for r in results if r.cache_hit))
+        m.count("deadline_hits", int(cut))
+        m.count("server_skips", skips)
+        m.share("noise_prob", sum(probs), len(probs))
+        m.share("noise_share", sum(sum(f) for f in flags), sum(len(f) for f in flags))
+        for req, r in zip(requests, results):
+            if r.fallback or not req.golden_answers:
+                continue
+            doc_flags = r.noisy_docs if r.noisy_docs is not None else [bool(r.noisy)] * len(r.documents)
+            for noisy in (False, True):
+                group = [d for d, n in zip(r.documents, doc_flags) if n == noisy]
+                if group:
+                    m.share("noisy_has_answer" if noisy else "useful_has_answer",
+                            float(documents_contain_answer(group, req.golden_answers)), 1.0)

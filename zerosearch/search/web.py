@@ -16,20 +16,16 @@ to be pickled, so it cannot end up in a checkpoint.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import random
 import re
 import threading
-import time
-from typing import Any, Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
-
-from zerosearch.search.engine_metrics import SearchMetrics
-from zerosearch.search.http import RETRYABLE, AsyncRunner, RequestFailed, RetryPolicy, classify_status
-from zerosearch.search.types import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.search.client import HttpSearchEngine, SearchClient
+from zerosearch.search.http import HttpJob, RetryPolicy
+from zerosearch.search.types import Document, SearchRequest
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +126,7 @@ def parse_serpapi_response(data: Any, topk: int) -> list[Document]:
     return docs
 
 
-class SerpApiEngine(SearchEngine):
+class SerpApiEngine(HttpSearchEngine):
     """Google search through SerpApi. The key comes from SERPAPI_API_KEY only (see the module doc).
 
     Args:
@@ -138,7 +134,12 @@ class SerpApiEngine(SearchEngine):
         engine, gl, hl, location: SerpApi parameters (WebSearchConfig).
         timeout_s, max_retries, backoff_s, backoff_max_s: the bounded retry policy.
         max_concurrency: requests in flight at once.
+        batch_timeout_s: cut a search call off when no reply succeeded for this long.
+        max_reply_bytes: the most bytes of one reply read (`oversize` beyond).
         endpoint: SerpApi's URL; tests point it at a local server.
+
+    The requests are GETs of one batch of the search-client core (`client.SearchClient`), whose failure
+    details pass through `scrub` before they leave it.
     """
 
     name = "google"
@@ -147,7 +148,7 @@ class SerpApiEngine(SearchEngine):
                  location: str | None = None, timeout_s: float = 30.0, max_retries: int = 3,
                  backoff_s: float = 0.5, backoff_max_s: float = 8.0, max_concurrency: int = 8,
                  endpoint: str = SERPAPI_ENDPOINT, fallback_text: str = "No information available.",
-                 seed: int = 0):
+                 seed: int = 0, batch_timeout_s: float | None = 30.0, max_reply_bytes: int = 8 << 20):
         key = os.environ.get(API_KEY_ENV, "").strip()
         if not key:
             raise MissingApiKeyError(
@@ -167,12 +168,13 @@ class SerpApiEngine(SearchEngine):
             self.params["location"] = location
         self.policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
                                   timeout_s=timeout_s)
-        self.max_concurrency = max_concurrency
-        self.fallback_text = fallback_text
-        self.last_error: str | None = None  # scrubbed detail of the latest failure, for debugging
-        self._rng = random.Random(seed)
-        self.metrics = SearchMetrics()
-        self._runner = AsyncRunner(max_connections=max_concurrency, name="zerosearch-serpapi")
+        parts = urlsplit(endpoint)
+        self._path = parts.path
+        # every failure detail is scrubbed in the core, last_error included
+        super().__init__(SearchClient([f"{parts.scheme}://{parts.netloc}"], self.policy,
+                                      max_concurrency=max_concurrency, max_reply_bytes=max_reply_bytes,
+                                      stall_timeout_s=batch_timeout_s, name="serpapi",
+                                      budget_key="search.web.batch_timeout_s", scrub=scrub, seed=seed), fallback_text)
 
     @classmethod
     def from_config(cls, cfg: Any, topk: int, **kwargs: Any) -> "SerpApiEngine":
@@ -180,78 +182,13 @@ class SerpApiEngine(SearchEngine):
         if cfg.provider != "serpapi":
             raise ValueError(f"search.web.provider={cfg.provider!r}: only 'serpapi' is supported")
         return cls(topk=topk, engine=cfg.engine, gl=cfg.gl, hl=cfg.hl, location=cfg.location,
-                   timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, **kwargs)
+                   timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, batch_timeout_s=cfg.batch_timeout_s,
+                   max_reply_bytes=cfg.max_reply_bytes, **kwargs)
 
-    async def _get(self, query: str) -> tuple[list[Document], int]:
-        """One search with bounded retries; RequestFailed (scrubbed) after the last try."""
-        params = {"q": query, **self.params, "api_key": self._key.reveal()}
-        kind, detail, attempt = "connect", "", 0
-        for attempt in range(self.policy.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.policy.delay(attempt - 1, self._rng))
-            try:
-                resp = await self._runner.client.get(self.endpoint, params=params, timeout=self.policy.timeout_s)
-                kind = classify_status(resp.status_code)
-                if kind is None:
-                    try:
-                        return parse_serpapi_response(resp.json(), self.topk), attempt
-                    except (ValueError, KeyError, TypeError) as e:
-                        kind, detail = "bad_response", f"{type(e).__name__}: {e}"
-                else:
-                    detail = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            except httpx.TimeoutException as e:
-                kind, detail = "timeout", f"{type(e).__name__} after {self.policy.timeout_s}s"
-            except httpx.TransportError as e:
-                kind, detail = "connect", f"{type(e).__name__}: {e}"
-            if kind not in RETRYABLE:
-                break
-        raise RequestFailed(kind, scrub(detail), retries=attempt)
-
-    async def _all(self, queries: list[str]) -> list[Any]:
-        sem = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(q: str) -> tuple[Any, int, float]:
-            async with sem:
-                t0 = time.perf_counter()
-                try:
-                    docs, retries = await self._get(q)
-                    return docs, retries, time.perf_counter() - t0
-                except RequestFailed as e:
-                    return e, e.retries, time.perf_counter() - t0
-                except Exception as e:  # noqa: BLE001 - never let one query take the batch down
-                    return RequestFailed("internal", scrub(f"{type(e).__name__}: {e}")), 0, time.perf_counter() - t0
-
-        return list(await asyncio.gather(*(one(q) for q in queries)))
-
-    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
-        if not requests:
-            return []
-        t0 = time.perf_counter()
-        waves = -(-len(requests) // self.max_concurrency)
-        deadline = waves * self.policy.worst_case_s() + 5.0
-        try:
-            outcomes = self._runner.run(lambda: self._all([r.query for r in requests]), timeout=deadline)
-        except Exception as e:  # noqa: BLE001 - overran the deadline or the loop failed
-            kind = "timeout" if isinstance(e, TimeoutError) else "internal"
-            outcomes = [(RequestFailed(kind, scrub(f"{type(e).__name__}: {e}")), 0, time.perf_counter() - t0)] * len(requests)
-        results = []
-        for value, retries, latency in outcomes:
-            if isinstance(value, RequestFailed):
-                self.last_error = scrub(str(value))
-                log.warning("SerpApi search failed after %d retries: %s", retries, self.last_error)
-                results.append(SearchResult(documents=[Document(title="", text=self.fallback_text)],
-                                            engine=self.name, latency_s=latency, error=value.kind,
-                                            retries=retries, fallback=True))
-            else:
-                results.append(SearchResult(documents=value, engine=self.name, latency_s=latency, retries=retries))
-        self.metrics.record(requests, results)
-        return results
-
-    def pop_metrics(self) -> dict[str, float]:
-        return self.metrics.pop()
-
-    def close(self) -> None:
-        self._runner.close()
+    def job(self, request: SearchRequest) -> HttpJob:
+        params = {"q": request.query, **self.params, "api_key": self._key.reveal()}
+        return HttpJob(self._path, method="GET", params=params,
+                       parse=lambda data: parse_serpapi_response(data, self.topk))
 
     def __repr__(self) -> str:
         return f"SerpApiEngine(endpoint={self.endpoint!r}, params={self.params!r}, api_key={REDACTED})"

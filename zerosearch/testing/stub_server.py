@@ -1,9 +1,20 @@
-"""A stub simulation server: a real HTTP/1.1 server that speaks the simulator APIs with canned documents,
-and misbehaves on demand. For tests, the client benchmark and smoke runs without a model.
+"""The one test server: a real HTTP/1.1 server on 127.0.0.1 that speaks the simulator APIs with canned
+documents and misbehaves on demand, or answers any method and path from a script. For tests, the client
+benchmark and smoke runs without a model (no mocked transport anywhere).
 
-It answers `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI-compatible shapes) and sglang's
-`POST /generate`, and `GET /health`. It records every request it received (path and JSON body), so tests
-can check what the client really sent. Behaviours (`mode`, or a per-request `script` consumed first):
+Simulator mode (default): it answers `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI-compatible
+shapes) and sglang's `POST /generate`, and `GET /health`, `GET /v1/models`.
+
+Scripted mode (`replies=[...]`): every request, any method and path, takes the next reply, the last one
+repeating; a reply is `(status, body)` (a dict or list is sent as JSON, anything else as text) or a callable
+`record -> (status, body)`:
+
+    with StubSimServer(replies=[(500, "oops"), (200, {"result": []})]) as srv:
+        srv.url            # http://127.0.0.1:<port>
+        srv.requests       # what arrived: Received(method, path, raw_path, params, json)
+
+It records every request it received (simulator mode: all but the health and model probes), so tests can
+check what the client really sent. Simulator behaviours (`mode`, or a per-request `script` consumed first):
 
     ok           answer normally
     stall        wait `stall_s` seconds, then answer (a hung server, from the client's point of view)
@@ -13,6 +24,8 @@ can check what the client really sent. Behaviours (`mode`, or a per-request `scr
     garbage      200 with a body that is not JSON
     wrong_shape  200 with JSON of the wrong shape
     empty        200 with an empty generation
+    flood        200 with a chunked body (no Content-Length) of `flood_bytes` bytes, sent as fast as the
+                 client reads (`bytes_sent` counts what left); a client without a reply cap reads it all
 
 The reply text is `reply` (a string, or a function of the prompt text); by default it echoes: Doc 1 holds
 the prompt itself (so documents asked for with the answer contain it), the others name the query.
@@ -33,12 +46,30 @@ import struct
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+from urllib.parse import parse_qs, urlsplit
 
 BEHAVIOURS = ("ok", "stall", "trickle", "reset", "http_500", "http_503", "http_429", "http_400", "garbage",
-              "wrong_shape", "empty")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+              "wrong_shape", "empty", "flood")
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Content Too Large",
+            422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as it arrived: method, path (without the query), the raw request target, the query
+    parameters (last value of each) and the JSON body (None when the body is empty or not JSON)."""
+
+    method: str
+    path: str
+    raw_path: str
+    params: dict[str, str]
+    json: Any
+
+
+Reply = Union[tuple[int, Any], Callable[[Received], tuple[int, Any]]]
 
 
 def echo_reply(prompt: str, topk: int = 5) -> str:
@@ -54,15 +85,21 @@ class StubSimServer:
     """A misbehaving-on-demand simulator server on 127.0.0.1 (see the module docstring)."""
 
     def __init__(self, mode: str = "ok", *, script: list[str] | None = None,
-                 reply: str | Callable[[str], str] | None = None, topk: int = 5, stall_s: float = 30.0,
-                 trickle_s: float = 0.05, host: str = "127.0.0.1", port: int = 0, record: bool = True):
+                 reply: str | Callable[[str], str] | None = None, replies: list[Reply] | None = None,
+                 topk: int = 5, stall_s: float = 30.0, trickle_s: float = 0.05, flood_bytes: int = 256 << 20,
+                 host: str = "127.0.0.1", port: int = 0, record: bool = True):
         if mode not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {mode!r}; known: {', '.join(BEHAVIOURS)}")
+        if replies is not None and not replies:
+            raise ValueError("replies, when given, needs at least one reply")
         self.mode, self.script = mode, deque(script or ())
+        self.replies = list(replies) if replies is not None else None
+        self.flood_bytes = flood_bytes
+        self.bytes_sent = 0                         # body bytes of flood replies that left the server
         self.reply, self.topk, self.stall_s, self.trickle_s = reply, topk, stall_s, trickle_s
         self.host, self.port = host, port
         self.record = record
-        self.requests: list[tuple[str, Any]] = []   # (path, JSON body) of every request received
+        self.requests: list[Received] = []          # every request received (see the module docstring)
         self.behaviours: list[str] = []             # the behaviour each request got
         self.connections = 0                        # TCP connections accepted
         self.in_flight = 0                          # simulator requests being answered now
@@ -128,7 +165,7 @@ class StubSimServer:
 
     def count(self, path: str | None = None) -> int:
         """Requests received (to `path`, when given)."""
-        return sum(1 for p, _ in self.requests if path is None or p == path)
+        return sum(1 for r in self.requests if path is None or r.path == path)
 
     # ------------------------------------------------------------------ HTTP
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -143,11 +180,11 @@ class StubSimServer:
                 except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = (lines[0].split(" ") + ["", ""])[:3]
+                method, target, _ = (lines[0].split(" ") + ["", ""])[:3]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 keep = headers.get("connection", "").lower() != "close"
-                if not await self._respond(method, path, body, writer):
+                if not await self._respond(method, target, body, writer):
                     return
                 if not keep:
                     return
@@ -161,17 +198,24 @@ class StubSimServer:
             except Exception:  # noqa: BLE001
                 pass
 
-    async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(self, method: str, target: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is gone (reset)."""
+        parts = urlsplit(target)
+        path = parts.path
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = None
+        received = Received(method, path, target, {k: v[-1] for k, v in parse_qs(parts.query).items()}, body)
+        if self.replies is not None:
+            return await self._scripted(received, writer)
         if method == "GET" and path in ("/health", "/v1/models"):
             await self._send(writer, 200, b'{"status": "ok"}')
             return True
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
+        if not raw:
+            body = {}
         if self.record:
-            self.requests.append((path, body))
+            self.requests.append(received)
         if path not in ("/v1/chat/completions", "/v1/completions", "/generate") or not isinstance(body, dict):
             await self._send(writer, 404 if isinstance(body, dict) else 400, b'{"error": "not found"}')
             return True
@@ -183,6 +227,15 @@ class StubSimServer:
             return await self._behave(behaviour, path, body, writer)
         finally:
             self.in_flight -= 1
+
+    async def _scripted(self, received: Received, writer: asyncio.StreamWriter) -> bool:
+        assert self.replies is not None
+        self.requests.append(received)
+        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+        status, body = reply(received) if callable(reply) else reply
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else str(body).encode()
+        await self._send(writer, status, data)
+        return True
 
     async def _behave(self, behaviour: str, path: str, body: dict, writer: asyncio.StreamWriter) -> bool:
         if behaviour == "reset":
@@ -203,6 +256,8 @@ class StubSimServer:
         if behaviour == "wrong_shape":
             await self._send(writer, 200, b'{"result": [1, 2, 3]}')
             return True
+        if behaviour == "flood":
+            return await self._flood(writer)
         text = "" if behaviour == "empty" else self._text(path, body)
         payload = json.dumps(self._shape(path, body, text)).encode()
         if behaviour == "trickle":
@@ -233,6 +288,22 @@ class StubSimServer:
             return {"id": "stub", "object": "text_completion", "model": model,
                     "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
         return {"text": text, "meta_info": {"finish_reason": {"type": "stop"}}}
+
+    async def _flood(self, writer: asyncio.StreamWriter) -> bool:
+        """A chunked 200 of flood_bytes bytes (a JSON string that never ends), written as fast as it drains."""
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b'{"text": "' + b"x" * (64 * 1024 - 10)
+        try:
+            while self.bytes_sent < self.flood_bytes:
+                writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await writer.drain()
+                self.bytes_sent += len(chunk)
+                chunk = b"x" * len(chunk)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            return False
+        return True
 
     async def _send(self, writer: asyncio.StreamWriter, code: int, payload: bytes,
                     content_type: str = "application/json", trickle: bool = False) -> None:

@@ -32,8 +32,7 @@ from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
-from zerosearch.search.curriculum import noise_probability
-from zerosearch.search.factory import build_search_engine, curriculum_horizon
+from zerosearch.search.factory import build_search_engine
 from zerosearch.trainer import validation
 from zerosearch.trainer.checkpoint import CheckpointManager
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
@@ -220,9 +219,6 @@ class Trainer:
         m: dict[str, float] = {}
         t0 = time.perf_counter()
         items = self.loader.next_batch()
-        # the curriculum runs on 0-based steps: the first step at START_THRESHOLD, the last at END_THRESHOLD
-        noise = noise_probability(step - 1, curriculum_horizon(cfg.trainer.total_steps), cfg.curriculum.start_threshold,
-                                  cfg.curriculum.end_threshold, cfg.curriculum.base)
         r = cfg.rollout
         params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 seed=stable_seed(cfg.trainer.seed, "rollout", step))
@@ -263,9 +259,7 @@ class Trainer:
                 self.group.call("sync_rollout_weights")
         m.update(batch_metrics(batch))
         m.update(trajectory_metrics(trajs))
-        m.update(self.train_search.pop_metrics())
-        if cfg.search.mode.startswith("simulate"):
-            m["search/noise_prob"] = noise
+        m.update(self.train_search.pop_metrics())  # search/noise_prob: what the engine drew with
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m
