@@ -197,3 +197,16 @@ def test_the_seed_command_line_with_a_vllm_simulation_server(tmp_path):
         _, steps = _run_seed_line(tmp_path, assets, port)
         generations = sum(x["search/generations"] for x in steps)
         assert generations > 0 and _served_requests(url, "SearchSimulation_14B") == generations
+
+
+def test_search_engine_wiki_means_zerosearchs_retriever_unless_a_url_or_corpus_is_given():
+    from zerosearch.config.launch_keys import build_overrides
+
+    plain = build_overrides("grpo", {"MODEL_PATH": "m", "SEARCH_ENGINE": "wiki"}, [])
+    assert "search.eval_engine=retrieval" in plain and "search.retrieval.protocol=zerosearch" in plain
+    with_url = build_overrides("grpo", {"MODEL_PATH": "m", "SEARCH_ENGINE": "wiki",
+                                        "RETRIEVAL_URL": "http://127.0.0.1:8000/retrieve"}, [])
+    assert not any(o.startswith("search.retrieval.protocol=") for o in with_url)
+    assert "search.retrieval.url=http://127.0.0.1:8000/retrieve" in with_url
+    seed = build_overrides("grpo", {"MODEL_PATH": "m", "SEARCH_MODE": "simulate_sft"}, [])
+    assert not any(o.startswith("search.retrieval.protocol=") for o in seed)
