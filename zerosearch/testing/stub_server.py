@@ -2,8 +2,10 @@
 and misbehaves on demand. For tests, the client benchmark and smoke runs without a model.
 
 It answers `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI-compatible shapes) and sglang's
-`POST /generate`, and `GET /health`. It records every request it received (path and JSON body), so tests
-can check what the client really sent. Behaviours (`mode`, or a per-request `script` consumed first):
+`POST /generate`, `GET /health` and `GET /v1/models` (with `served_model_name`, OpenAI's model list, and a
+vLLM-like 404 for requests naming another model). It records every request it received (path and JSON
+body), so tests can check what the client really sent. Behaviours (`mode`, or a per-request `script`
+consumed first):
 
     ok           answer normally
     stall        wait `stall_s` seconds, then answer (a hung server, from the client's point of view)
@@ -55,13 +57,16 @@ class StubSimServer:
 
     def __init__(self, mode: str = "ok", *, script: list[str] | None = None,
                  reply: str | Callable[[str], str] | None = None, topk: int = 5, stall_s: float = 30.0,
-                 trickle_s: float = 0.05, host: str = "127.0.0.1", port: int = 0, record: bool = True):
+                 trickle_s: float = 0.05, host: str = "127.0.0.1", port: int = 0, record: bool = True,
+                 served_model_name: str | None = None):
         if mode not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {mode!r}; known: {', '.join(BEHAVIOURS)}")
         self.mode, self.script = mode, deque(script or ())
         self.reply, self.topk, self.stall_s, self.trickle_s = reply, topk, stall_s, trickle_s
         self.host, self.port = host, port
         self.record = record
+        # set: /v1/models lists it (OpenAI's shape) and other names get vLLM's 404; None: any name is answered
+        self.served_model_name = served_model_name
         self.requests: list[tuple[str, Any]] = []   # (path, JSON body) of every request received
         self.behaviours: list[str] = []             # the behaviour each request got
         self.connections = 0                        # TCP connections accepted
@@ -163,6 +168,10 @@ class StubSimServer:
 
     async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is gone (reset)."""
+        if method == "GET" and path == "/v1/models" and self.served_model_name:
+            listing = {"object": "list", "data": [{"id": self.served_model_name, "object": "model"}]}
+            await self._send(writer, 200, json.dumps(listing).encode())
+            return True
         if method == "GET" and path in ("/health", "/v1/models"):
             await self._send(writer, 200, b'{"status": "ok"}')
             return True
@@ -174,6 +183,9 @@ class StubSimServer:
             self.requests.append((path, body))
         if path not in ("/v1/chat/completions", "/v1/completions", "/generate") or not isinstance(body, dict):
             await self._send(writer, 404 if isinstance(body, dict) else 400, b'{"error": "not found"}')
+            return True
+        if self.served_model_name and body.get("model") not in (None, "", self.served_model_name):
+            await self._send(writer, 404, json.dumps({"error": {"message": f"The model `{body['model']}` does not exist."}}).encode())
             return True
         behaviour = self.script.popleft() if self.script else self.mode
         self.behaviours.append(behaviour)
