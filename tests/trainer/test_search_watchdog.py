@@ -96,3 +96,52 @@ def test_never_stopping_when_asked(tmp_path):
 def test_a_share_out_of_range_names_the_key(share):
     with pytest.raises(ValueError, match="search.max_fallback_share"):
         SearchWatchdog(share, 3)
+
+
+# ------------------------------------------------------------------------------------------- a real run
+def test_a_run_whose_simulation_server_stops_answering_stops_at_the_third_bad_step(tmp_path):
+    """Step 1 gets documents; from step 2 on the server's answers parse into nothing (empty_output
+    fallbacks). Steps 2, 3, 4 are bad: the run stops at step 4 before its update, with a checkpoint of
+    step 1 (saved at step 2, before step 2's batch: a resume redoes step 2)."""
+    import ray
+    from trainer_fixtures import make_assets, run_overrides, teach_to_search
+
+    from zerosearch.config.store import compose_config, to_structured
+    from zerosearch.config.validate import validate_config
+    from zerosearch.data.qa import load_qa
+    from zerosearch.testing.stub_server import StubSimServer, echo_reply
+    from zerosearch.trainer.trainer import Trainer
+
+    assets = make_assets(tmp_path / "assets")
+    teach_to_search(assets["agent"], [r.question for r in load_qa(assets["train"])])
+    out = tmp_path / "run"
+    metrics_file = out / "metrics.jsonl"
+
+    def reply(prompt: str) -> str:  # documents until step 1 is logged, then nothing usable
+        done = metrics_file.exists() and any(json.loads(x)["step"] >= 1 for x in metrics_file.read_text().splitlines())
+        return "" if done else echo_reply(prompt)
+
+    with StubSimServer(reply=reply, served_model_name="sim") as srv:
+        overrides = run_overrides(assets, out, steps=6) + [
+            "search.simulation.transport=chat", f"search.simulation.servers={srv.url}",
+            "search.simulation.model_name=sim", "search.simulation.max_retries=0", "search.cache_train=false",
+            "data.train_batch_size=2", "rollout.n=2", "rollout.max_turns=1", "actor.micro_batch_size_per_worker=2",
+            "trainer.save_freq=100", "trainer.test_freq=100", "trainer.val_before_train=false",
+            "logging.backends=[console,jsonl]"]
+        cfg = validate_config(to_structured(compose_config(overrides)))
+        try:
+            with pytest.raises(SearchFailureError) as e:
+                Trainer(cfg).fit()
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+    ckpt = out / "checkpoints" / "step_000001"
+    assert "stopping at step 4: 3 training steps in a row (steps 2-4)" in str(e.value)
+    assert f"checkpoint is {ckpt}" in str(e.value) and "empty_output" in str(e.value)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 1 and state["loader"]["cursor"] == 2  # after step 1's batch of 2 prompts
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000001"]
+    rows = [json.loads(x) for x in metrics_file.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]  # step 4 stopped before it was logged
+    assert rows[0]["search/fallbacks"] == 0 < rows[0]["search/requests"]
+    assert all(r["search/fallbacks"] == r["search/requests"] == r["search/failures/empty_output"] > 0 for r in rows[1:])
