@@ -22,6 +22,7 @@ from server_process import free_port, port_is_free, running_server
 from trainer_fixtures import make_assets, teach_to_search
 
 from zerosearch.data.qa import load_qa, write_parquet
+from zerosearch.search.probe import SAMPLE_QUESTION
 from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
 from zerosearch.testing.stub_server import StubSimServer
 
@@ -152,7 +153,8 @@ def test_the_seed_command_line_runs(tmp_path):
         requests = list(srv.requests)
     # the agent's searches went to the simulation server, under the seed's served model name
     chats = [r.json for r in requests if r.path == "/v1/chat/completions"]
-    assert sum(x.get("search/requests", 0) for x in steps) == len(chats) > 0
+    probes = [body for body in chats if SAMPLE_QUESTION in json.dumps(body)]  # the start-up probe's one call
+    assert len(probes) == 1 and sum(x.get("search/requests", 0) for x in steps) == len(chats) - 1 > 0
     assert {body["model"] for body in chats} == {"SearchSimulation_14B"}
     # ZeroSearch's simulator call, byte for byte: an empty system message, then the exact simulate_sft prompt
     from zerosearch.search.sim_prompts import PromptSet
@@ -196,7 +198,8 @@ def test_the_seed_command_line_with_a_vllm_simulation_server(tmp_path):
         assert "[simulation server] vLLM: SearchSimulation_14B as 'SearchSimulation_14B'" in log_path.read_text()
         _, steps = _run_seed_line(tmp_path, assets, port)
         generations = sum(x["search/generations"] for x in steps)
-        assert generations > 0 and _served_requests(url, "SearchSimulation_14B") == generations
+        # + 1: the start-up probe's real call
+        assert generations > 0 and _served_requests(url, "SearchSimulation_14B") == generations + 1
 
 
 def test_search_engine_wiki_means_zerosearchs_retriever_unless_a_url_or_corpus_is_given():

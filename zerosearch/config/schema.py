@@ -163,6 +163,13 @@ class SearchConfig:
     simulation: SimulationConfig = cfg_field(factory=SimulationConfig, help="the simulation LLM")
     retrieval: RetrievalConfig = cfg_field(factory=RetrievalConfig, help="real retrieval (local index or server)")
     web: WebSearchConfig = cfg_field(factory=WebSearchConfig, help="web search through SerpApi")
+    probe: bool = cfg_field(
+        True, "at start-up, before any model loads, probe every search server the run uses (reachable, serves "
+              "SIMULATION_LLM, one real call parses) and stop on a failure; false skips it (a SerpApi probe costs a search)")
+    max_fallback_share: float = cfg_field(
+        0.5, "a training step whose searches fell back (failed) for more than this share logs a warning with the counts")
+    max_bad_search_steps: int = cfg_field(
+        3, "this many such steps in a row stop the run (the last good step's checkpoint is kept); <= 0 = never stop")
 
 
 @dataclass

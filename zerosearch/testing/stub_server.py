@@ -3,7 +3,8 @@ documents and misbehaves on demand, or answers any method and path from a script
 benchmark and smoke runs without a model (no mocked transport anywhere).
 
 Simulator mode (default): it answers `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI-compatible
-shapes) and sglang's `POST /generate`, and `GET /health`, `GET /v1/models`.
+shapes) and sglang's `POST /generate`, and `GET /health`, `GET /v1/models` (with `served_model_name`, OpenAI's
+model list, and a vLLM-like 404 for requests naming another model).
 
 Scripted mode (`replies=[...]`): every request, any method and path, takes the next reply, the last one
 repeating; a reply is `(status, body)` (a dict or list is sent as JSON, anything else as text) or a callable
@@ -87,7 +88,8 @@ class StubSimServer:
     def __init__(self, mode: str = "ok", *, script: list[str] | None = None,
                  reply: str | Callable[[str], str] | None = None, replies: list[Reply] | None = None,
                  topk: int = 5, stall_s: float = 30.0, trickle_s: float = 0.05, flood_bytes: int = 256 << 20,
-                 host: str = "127.0.0.1", port: int = 0, record: bool = True):
+                 host: str = "127.0.0.1", port: int = 0, record: bool = True,
+                 served_model_name: str | None = None):
         if mode not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {mode!r}; known: {', '.join(BEHAVIOURS)}")
         if replies is not None and not replies:
@@ -99,6 +101,8 @@ class StubSimServer:
         self.reply, self.topk, self.stall_s, self.trickle_s = reply, topk, stall_s, trickle_s
         self.host, self.port = host, port
         self.record = record
+        # set: /v1/models lists it (OpenAI's shape) and other names get vLLM's 404; None: any name is answered
+        self.served_model_name = served_model_name
         self.requests: list[Received] = []          # every request received (see the module docstring)
         self.behaviours: list[str] = []             # the behaviour each request got
         self.connections = 0                        # TCP connections accepted
@@ -209,6 +213,10 @@ class StubSimServer:
         received = Received(method, path, target, {k: v[-1] for k, v in parse_qs(parts.query).items()}, body)
         if self.replies is not None:
             return await self._scripted(received, writer)
+        if method == "GET" and path == "/v1/models" and self.served_model_name:
+            listing = {"object": "list", "data": [{"id": self.served_model_name, "object": "model"}]}
+            await self._send(writer, 200, json.dumps(listing).encode())
+            return True
         if method == "GET" and path in ("/health", "/v1/models"):
             await self._send(writer, 200, b'{"status": "ok"}')
             return True
@@ -218,6 +226,9 @@ class StubSimServer:
             self.requests.append(received)
         if path not in ("/v1/chat/completions", "/v1/completions", "/generate") or not isinstance(body, dict):
             await self._send(writer, 404 if isinstance(body, dict) else 400, b'{"error": "not found"}')
+            return True
+        if self.served_model_name and body.get("model") not in (None, "", self.served_model_name):
+            await self._send(writer, 404, json.dumps({"error": {"message": f"The model `{body['model']}` does not exist."}}).encode())
             return True
         behaviour = self.script.popleft() if self.script else self.mode
         self.behaviours.append(behaviour)

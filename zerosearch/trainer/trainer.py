@@ -33,11 +33,13 @@ from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.factory import build_search_engine
+from zerosearch.search.probe import probe_search
 from zerosearch.trainer import validation
 from zerosearch.trainer.checkpoint import CheckpointManager
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
 from zerosearch.trainer.data_loader import PromptLoader
 from zerosearch.trainer.dispatch import WorkerGroupEngine, mean_metrics, run_sharded, shard_batch
+from zerosearch.trainer.search_watchdog import SearchWatchdog
 from zerosearch.trainer.tracking import Tracker
 from zerosearch.trainer.worker_group import Resources, WorkerGroup
 from zerosearch.utils.failpoints import failpoint
@@ -64,6 +66,11 @@ class Trainer:
         self.cfg = cfg
         self._log = log
         self.t_start = time.time()
+        # Fail fast, before any model loads: every search server the run will call answers as configured.
+        train_files, val_files = _data_files(cfg)
+        probe_search(cfg, validation=bool(val_files), log=log)
+        self.search_watchdog = SearchWatchdog(cfg.search.max_fallback_share, cfg.search.max_bad_search_steps,
+                                              log=lambda line: self._log(line))
         self.device = resolve_device(cfg.trainer.device)
         self.run_dir = Path(cfg.trainer.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +79,6 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or cfg.model.path,
                                                        padding_side="left", trust_remote_code=cfg.model.trust_remote_code)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        train_files, val_files = _data_files(cfg)
         self.train_rows = [r for f in train_files for r in load_qa(f, skip_invalid=cfg.data.skip_invalid_rows)]
         self.val_rows = [r for f in val_files for r in load_qa(f, skip_invalid=cfg.data.skip_invalid_rows)]
         if cfg.data.val_max_rows_per_source:
@@ -218,6 +224,7 @@ class Trainer:
         cfg = self.cfg
         m: dict[str, float] = {}
         t0 = time.perf_counter()
+        loader_state = self.loader.state_dict()  # before this step's batch: what a checkpoint of step - 1 holds
         items = self.loader.next_batch()
         r = cfg.rollout
         params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
@@ -225,6 +232,9 @@ class Trainer:
         with timed(m, "rollout"):
             trajs = self.train_loop.run(items, r.n, params, step=step - 1)
         failpoint("after_rollout", step)
+        search_m = self.train_search.pop_metrics()
+        # before any update: a step that stops the run leaves the model as the previous step left it
+        self.search_watchdog.observe(step, search_m, lambda good: self._keep_checkpoint(good, loader_state))
         m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
         with timed(m, "reward"):
             scored = [self.score_fn(t.response_text, t.item.golden_answers) for t in trajs]
@@ -259,7 +269,7 @@ class Trainer:
                 self.group.call("sync_rollout_weights")
         m.update(batch_metrics(batch))
         m.update(trajectory_metrics(trajs))
-        m.update(self.train_search.pop_metrics())  # search/noise_prob: what the engine drew with
+        m.update(search_m)  # search/noise_prob: what the engine drew with
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m
@@ -314,13 +324,25 @@ class Trainer:
         return {"summary": summary, "metrics": metrics}
 
     # ------------------------------------------------------------------ state
-    def save_checkpoint(self) -> Path:
-        state = {"step": self.step, "loader": self.loader.state_dict(), "kl_coef": self.kl_ctrl.value,
+    def save_checkpoint(self, step: int | None = None, loader_state: dict[str, Any] | None = None) -> Path:
+        """Checkpoint the current weights as `step` (default: self.step) with `loader_state` (default: now)."""
+        step = self.step if step is None else step
+        state = {"step": step, "loader": loader_state or self.loader.state_dict(), "kl_coef": self.kl_ctrl.value,
                  "initial_val": self.initial_val, "total_steps": self.cfg.trainer.total_steps,
                  "fingerprint": run_fingerprint(self.cfg)}
-        path = self.ckpt.save(self.step, lambda p: self.group.call("save_checkpoint", p), state)
+        path = self.ckpt.save(step, lambda p: self.group.call("save_checkpoint", p), state)
         self._log(f"[checkpoint] saved {path}")
         return path
+
+    def _keep_checkpoint(self, step: int, loader_state: dict[str, Any]) -> Path | None:
+        """A checkpoint of `step`, whose weights the workers still hold (the search watchdog's last good step):
+        the latest checkpoint when it is of that step, else a new one. None for step 0 (the initial model)."""
+        if step < 1:
+            return None
+        done = self.ckpt.complete()
+        if done and done[-1][0] == step:
+            return done[-1][1]
+        return self.save_checkpoint(step, loader_state)
 
     def write_summary(self, export_dir: Path) -> Path:
         summary = {
