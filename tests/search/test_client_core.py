@@ -71,7 +71,7 @@ def test_a_declared_oversize_reply_is_refused_by_every_engine(engine_kind: str, 
                                             endpoint=srv.url + "/search.json")
         else:
             cfg = RetrievalConfig(url=srv.url + "/retrieve", max_reply_bytes=1000, max_retries=2,
-                                  protocol="searchr1" if engine_kind == "retrieval" else "zerosearch")
+                                  protocol="search_r1" if engine_kind == "retrieval" else "zerosearch")
             eng = RemoteRetrievalEngine.from_config(cfg, topk=3)
         with eng:
             r = eng.search([SearchRequest("q")])[0]

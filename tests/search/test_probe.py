@@ -1,4 +1,4 @@
-"""The start-up probes against real local servers (StubSimServer, ScriptedServer on 127.0.0.1): a dead
+"""The start-up probes against real local servers (StubSimServer on 127.0.0.1, simulator and scripted modes):
 server, a wrong model name, an unparseable answer and a good server for simulation; a good and a malformed
 /retrieve server; SerpApi with a good key, a rejected key and no key; and the trainer stopping on a failed
 probe before it loads anything."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from scripted_http_server import ScriptedServer
 from server_process import free_port
 
 from zerosearch.config.schema import ZeroSearchConfig
@@ -39,7 +38,7 @@ def probe(cfg: ZeroSearchConfig, validation: bool = False) -> tuple[list, list[s
 def test_a_good_server_passes_with_one_real_call_of_the_engine_prompt():
     with StubSimServer(served_model_name=NAME) as srv:
         results, lines = probe(sim_cfg(srv.url))
-        calls = [body for path, body in srv.requests if path == "/v1/chat/completions"]
+        calls = [r.json for r in srv.requests if r.path == "/v1/chat/completions"]
     assert len(results) == 1 and results[0].served == (NAME,) and results[0].documents == 3
     assert lines == [results[0].line()] and NAME in lines[0] and srv.url in lines[0]
     # the engine's payload: its served name, the simulate_sft template rendered for the sample row
@@ -52,7 +51,7 @@ def test_a_good_server_passes_with_one_real_call_of_the_engine_prompt():
 def test_an_empty_model_name_reports_what_the_server_serves():
     with StubSimServer(served_model_name="tiny-sim") as srv:
         _, lines = probe(sim_cfg(srv.url, model_name=""))
-        assert "model" not in srv.requests[-1][1]  # no name sent: the server answers with its own model
+        assert "model" not in srv.requests[-1].json  # no name sent: the server answers with its own model
     assert "serving ['tiny-sim']" in lines[0] and "model_name is empty" in lines[0]
 
 
@@ -78,12 +77,12 @@ def test_a_wrong_model_name_stops_naming_both_names_before_any_generation():
 
 def test_a_server_without_a_model_list_is_checked_by_the_call():
     """A server that lists no names (404 at /v1/models) but rejects the name at the call, as vLLM does."""
-    def reply(req: dict) -> tuple[int, object]:
-        if req["path"] == "/v1/models":
+    def reply(req) -> tuple[int, object]:  # noqa: ANN001 - a stub_server.Received
+        if req.path == "/v1/models":
             return 404, {"detail": "Not Found"}
-        return 404, {"error": {"message": f"The model `{req['json']['model']}` does not exist."}}
+        return 404, {"error": {"message": f"The model `{req.json['model']}` does not exist."}}
 
-    with ScriptedServer([reply]) as srv:
+    with StubSimServer(replies=[reply]) as srv:
         with pytest.raises(ProbeError) as e:
             probe(sim_cfg(srv.url))
     msg = str(e.value)
@@ -151,9 +150,9 @@ def retrieval_cfg(url: str) -> ZeroSearchConfig:
 
 
 def test_a_good_retrieval_server_passes_with_search_r1s_contract():
-    with ScriptedServer([(200, {"result": [[HIT, HIT]]})]) as srv:
+    with StubSimServer(replies=[(200, {"result": [[HIT, HIT]]})]) as srv:
         results, lines = probe(retrieval_cfg(srv.url + "/retrieve"))
-    assert srv.requests[0]["json"] == {"queries": [SAMPLE_QUERY], "topk": 3, "return_scores": True}
+    assert srv.requests[0].json == {"queries": [SAMPLE_QUERY], "topk": 3, "return_scores": True}
     assert results[0].documents == 2 and "[probe] retrieval server" in lines[0]
 
 
@@ -161,7 +160,7 @@ def test_a_good_retrieval_server_passes_with_search_r1s_contract():
                                           ((200, {"result": [[HIT], [HIT]]}), "malformed result"),
                                           ((500, {"detail": "index not loaded"}), "HTTP 500")])
 def test_a_bad_retrieval_server_stops(reply, words):
-    with ScriptedServer([reply]) as srv:
+    with StubSimServer(replies=[reply]) as srv:
         with pytest.raises(ProbeError) as e:
             probe(retrieval_cfg(srv.url + "/retrieve"))
     assert words in str(e.value) and "search.retrieval.url" in str(e.value) and srv.url in str(e.value)
@@ -194,16 +193,16 @@ def google_cfg() -> ZeroSearchConfig:
 
 def test_serpapi_with_a_good_key(monkeypatch):
     monkeypatch.setenv("SERPAPI_API_KEY", KEY)
-    with ScriptedServer([(200, ORGANIC)]) as srv:
+    with StubSimServer(replies=[(200, ORGANIC)]) as srv:
         lines: list[str] = []
         results = probe_search(google_cfg(), validation=True, log=lines.append, serpapi_endpoint=srv.url)
-    assert srv.requests[0]["params"]["api_key"] == KEY and srv.requests[0]["params"]["q"] == SAMPLE_QUERY
+    assert srv.requests[0].params["api_key"] == KEY and srv.requests[0].params["q"] == SAMPLE_QUERY
     assert results[0].documents == 1 and KEY not in lines[0]
 
 
 def test_serpapi_rejecting_the_key_names_the_variable_not_the_key(monkeypatch):
     monkeypatch.setenv("SERPAPI_API_KEY", KEY)
-    with ScriptedServer([(401, {"error": f"Invalid API key {KEY}."})]) as srv:
+    with StubSimServer(replies=[(401, {"error": f"Invalid API key {KEY}."})]) as srv:
         with pytest.raises(ProbeError) as e:
             probe_search(google_cfg(), validation=True, log=print, serpapi_endpoint=srv.url)
     assert "SerpApi rejected the API key in SERPAPI_API_KEY (HTTP 401" in str(e.value) and KEY not in str(e.value)

@@ -132,7 +132,7 @@ class RetrievalConfig:
     timeout_s: float = cfg_field(30.0, "seconds per request to a retrieval server")
     max_retries: int = cfg_field(3, "retries for a retrieval server request")
     protocol: str = cfg_field(
-        "searchr1", "retrieval server API: searchr1 (POST {queries, topk} -> {result}) | zerosearch (ZeroSearch's wiki "
+        "search_r1", "retrieval server API: search_r1 (POST {queries, topk} -> {result}) | zerosearch (ZeroSearch's wiki "
         "retriever: POST {query, top_k} -> [{text}], one query a call; url defaults to 127.0.0.1:6002)")
     batch_timeout_s: float = cfg_field(30.0, "cut a search call off when no retrieval reply succeeded for this long")
     max_reply_bytes: int = cfg_field(32 << 20, "most bytes of one retrieval reply read; a larger one fails as 'oversize'")

@@ -152,10 +152,10 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     if check_paths and uses_sim and sim.model_path:
         c.path("search.simulation.model_path", sim.model_path, what="simulator model folder")
     c.choice("search.retrieval.method", s.retrieval.method, ("bm25", "dense"))
-    c.choice("search.retrieval.protocol", s.retrieval.protocol, ("searchr1", "zerosearch"))
+    c.choice("search.retrieval.protocol", s.retrieval.protocol, ("search_r1", "zerosearch"))
     # training by retrieval needs an index or a server; validation without one is skipped (eval_engine_configured)
     uses_retrieval = s.mode == "retrieval" or (s.eval_engine in ("retrieval", "wiki") and eval_engine_configured(s))
-    local_index = s.retrieval.protocol == "searchr1" and not s.retrieval.url  # ZeroSearch's is a server's only
+    local_index = s.retrieval.protocol == "search_r1" and not s.retrieval.url  # ZeroSearch's is a server's only
     if s.mode == "retrieval" and local_index and not s.retrieval.corpus_path:
         c.fail("search.retrieval.corpus_path", s.retrieval.corpus_path,
                "training by retrieval (search.mode=retrieval) needs search.retrieval.url (a /retrieve server) or a "

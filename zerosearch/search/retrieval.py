@@ -170,7 +170,7 @@ def parse_zerosearch_response(data: Any, topk: int) -> list[Document]:
     return docs
 
 
-PROTOCOLS = ("searchr1", "zerosearch")
+PROTOCOLS = ("search_r1", "zerosearch")
 ZEROSEARCH_DEFAULT = "127.0.0.1:6002"  # the original's retriever: http://{ip}:6002/retrieve
 
 
@@ -178,7 +178,7 @@ class RemoteRetrievalEngine(HttpSearchEngine):
     """Client of a retrieval server (ours: `python -m zerosearch.search.retrieval_server`, which speaks both).
 
     Two protocols (`search.retrieval.protocol`):
-        searchr1     POST /retrieve {"queries": [...], "topk": k, "return_scores": true} -> {"result": [[hit]]};
+        search_r1    POST /retrieve {"queries": [...], "topk": k, "return_scores": true} -> {"result": [[hit]]};
                      the batch goes out as POSTs of at most `max_batch` queries
         zerosearch   POST /retrieve {"query": "...", "top_k": k} -> [{"text": ...}], one query a POST
                      (ZeroSearch's wiki retriever; default server 127.0.0.1:6002)
@@ -197,7 +197,7 @@ class RemoteRetrievalEngine(HttpSearchEngine):
     def __init__(self, url: str, *, topk: int = 5, timeout_s: float = 30.0, max_retries: int = 3,
                  backoff_s: float = 0.5, backoff_max_s: float = 8.0, max_batch: int = 256,
                  max_concurrency: int = 8, fallback_text: str = DEFAULT_FALLBACK_TEXT, seed: int = 0,
-                 server_failure_limit: int = 3, server_cooldown_s: float = 30.0, protocol: str = "searchr1",
+                 server_failure_limit: int = 3, server_cooldown_s: float = 30.0, protocol: str = "search_r1",
                  batch_timeout_s: float | None = 30.0, max_reply_bytes: int = 32 << 20):
         if topk < 1 or max_batch < 1 or max_concurrency < 1:
             raise ValueError(f"topk, max_batch and max_concurrency must be >= 1 (got {topk}, {max_batch}, {max_concurrency})")
@@ -205,7 +205,7 @@ class RemoteRetrievalEngine(HttpSearchEngine):
             raise ValueError(f"search.retrieval.protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
         bases, self.path = parse_retrieve_urls(url, default_port=6002 if protocol == "zerosearch" else 8000)
         self.url, self.protocol = url, protocol
-        self.topk, self.max_batch = topk, max_batch if protocol == "searchr1" else 1
+        self.topk, self.max_batch = topk, max_batch if protocol == "search_r1" else 1
         self.policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
                                   timeout_s=timeout_s)
         super().__init__(SearchClient(bases, self.policy, max_concurrency=max_concurrency,
