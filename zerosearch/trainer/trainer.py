@@ -68,7 +68,7 @@ class Trainer:
         self.t_start = time.time()
         # Fail fast, before any model loads: every search server the run will call answers as configured.
         train_files, val_files = _data_files(cfg)
-        probe_search(cfg, validation=bool(val_files), log=log)
+        probe_search(cfg, validation=bool(val_files) and eval_engine_configured(cfg.search), log=log)
         self.search_watchdog = SearchWatchdog(cfg.search.max_fallback_share, cfg.search.max_bad_search_steps,
                                               log=lambda line: self._log(line))
         self.device = resolve_device(cfg.trainer.device)
