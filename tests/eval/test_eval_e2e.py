@@ -114,3 +114,16 @@ def test_retrieval_server_subprocess(world, tmp_path):
     searched = [d for d in rows if d["searches"]]
     assert searched and all(c["error"] is None and c["documents"] for d in searched for c in d["documents"])
     assert res["records"][-1]["dataset"] == "average"
+
+
+def test_infer_prints_the_trajectory_turn_by_turn(world, capsys):
+    from zerosearch.infer import main
+
+    rc = main(["--model", str(world["model"]), "--question", "What is the capital of France?", "--answer", "Paris",
+               "search.eval_engine=retrieval", f"search.retrieval.corpus_path={world['corpus']}",
+               f"search.retrieval.index_dir={world['index_dir']}", *BUDGETS])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "--- turn 1 ---\n<search> capital" in out  # the taught search
+    assert "--- search results after turn 1 ---" in out and "Doc 1(Title:" in out  # BM25's documents
+    assert "=== answer:" in out and "1 searches" in out and "cover-EM" in out
