@@ -127,3 +127,24 @@ def test_infer_prints_the_trajectory_turn_by_turn(world, capsys):
     assert "--- turn 1 ---\n<search> capital" in out  # the taught search
     assert "--- search results after turn 1 ---" in out and "Doc 1(Title:" in out  # BM25's documents
     assert "=== answer:" in out and "1 searches" in out and "cover-EM" in out
+
+
+@pytest.mark.vllm
+def test_vllm_engine_gives_the_hf_engines_first_turns(world, tmp_path):
+    """The same evaluation through vLLM's offline engine (CPU backend: head size 32) and through transformers:
+    every row scored, and greedy first turns (the taught search) identical."""
+    from zerosearch.rollout.actions import split_response
+
+    common = dict(model=str(world["model"]), datasets=["bamboogle", "nq"], methods=["agent"], limit=LIMIT,
+                  progress=False)
+    ov = ["search.eval_engine=retrieval", f"search.retrieval.corpus_path={world['corpus']}",
+          f"search.retrieval.index_dir={world['index_dir']}", *BUDGETS]
+    firsts = {}
+    for engine in ("hf", "vllm"):
+        extra = ["rollout.engine=vllm", "rollout.gpu_memory_utilization=0.1", "rollout.enforce_eager=true"] \
+            if engine == "vllm" else []
+        evaluate(EvalOptions(out_dir=tmp_path / engine, overrides=ov + extra, **common), log=lambda s: None)
+        rows = store.read_rows(tmp_path / engine / store.TRAJECTORIES)
+        assert len(rows) == 2 * LIMIT
+        firsts[engine] = {d["id"]: split_response(d["response"])[0].text for d in rows}
+    assert firsts["vllm"] == firsts["hf"]
