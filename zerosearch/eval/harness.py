@@ -197,14 +197,14 @@ def evaluate(opts: EvalOptions, log: Callable[[str], None] = print) -> dict[str,
     if existing:
         log(f"[eval] resuming in {out}: {len(existing)} rows on disk, {total} to go")
     if total:
-        search_errors = _generate(cfg, methods, pending, batch_size, opts, traj_path, total, log)
+        search_errors = _generate(cfg, pending, batch_size, opts, traj_path, total, log)
         if search_errors:
             log(f"[eval] warning: {search_errors} searches failed and got the fallback document (see 'error' in "
                 f"the rows' documents of {traj_path})")
     return write_results(out, cfg, methods, selected, name)
 
 
-def _generate(cfg: ZeroSearchConfig, methods: list[str], pending: dict[tuple[str, str], list[QARow]],
+def _generate(cfg: ZeroSearchConfig, pending: dict[tuple[str, str], list[QARow]],
               batch_size: int, opts: EvalOptions, traj_path: Path, total: int, log: Callable[[str], None]) -> int:
     from zerosearch.reward import score_fn_from_config
     from zerosearch.rollout.agent_loop import AgentLoop
@@ -212,7 +212,7 @@ def _generate(cfg: ZeroSearchConfig, methods: list[str], pending: dict[tuple[str
     from zerosearch.trainer import validation
 
     engine, tok = build_generation(cfg)
-    wanted = any(baselines.uses_search(m) and any(pending[(m, ds)] for (mm, ds) in pending if mm == m) for m in methods)
+    wanted = any(baselines.uses_search(m) and rows for (m, _), rows in pending.items())
     search: SearchEngine = RecordingSearch(build_search_engine(cfg, role="eval")) if wanted else NoSearch()
     score_fn = score_fn_from_config(cfg.reward)  # the trainer's reward, so the scores are validation's
     progress = Progress(total, opts.progress, log)
@@ -265,8 +265,10 @@ def write_results(out: Path, cfg: ZeroSearchConfig, methods: Sequence[str], sele
         raise RuntimeError(f"{len(missing)} selected rows are not in {out / store.TRAJECTORIES} (first: {sorted(missing)[0]})")
     recs = report.records(groups)
     s = cfg.search
-    engine = s.eval_engine if not s.eval_engine.startswith("retrieval") else (
-        f"retrieval ({'server ' + str(s.retrieval.url) if s.retrieval.url else s.retrieval.method + ' over ' + str(s.retrieval.corpus_path)})")
+    engine = s.eval_engine
+    if engine in ("retrieval", "wiki"):
+        where = f"server {s.retrieval.url}" if s.retrieval.url else f"{s.retrieval.method} over {s.retrieval.corpus_path}"
+        engine = f"retrieval ({where})"
     header = (f"Model `{cfg.model.path}`; search engine: {engine}, top-{s.topk}; "
               f"{'greedy' if cfg.rollout.val_temperature <= 0 else f'temperature {cfg.rollout.val_temperature}'} decoding; "
               f"up to {cfg.rollout.max_turns} searches; reward {cfg.reward.score}. Rows per dataset: "
