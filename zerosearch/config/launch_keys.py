@@ -83,17 +83,36 @@ KEYS: dict[str, Key] = {
 }
 
 
+def _flag(name: str) -> Callable[[str], list[str]]:
+    return lambda v: [name, v]
+
+
+# Keys only scripts/eval.sh reads, on top of KEYS: they choose *what* is evaluated, so they map to flags of
+# `python -m zerosearch.eval` instead of config overrides. There MODEL_PATH is the evaluated model (a model
+# folder, a run's actor_hf/ or a checkpoint) and OUTPUT_DIR the results folder.
+EVAL_KEYS: dict[str, Key] = {
+    "DATASETS": Key("benchmarks: all | a comma list of nq,triviaqa,popqa,hotpotqa,2wikimultihopqa,musique,bamboogle "
+                    "and/or QA file paths (--datasets)", _flag("--datasets")),
+    "METHODS": Key("a comma list of agent,direct,cot,rag (--methods)", _flag("--methods")),
+    "LIMIT": Key("rows per dataset: a seeded, fixed subset (--limit; see zerosearch.eval.subsets)", _flag("--limit")),
+    "SUBSET_SEED": Key("seed of the --limit subsets (--seed)", _flag("--seed")),
+    "BATCH_SIZE": Key("questions per generation batch (--batch-size; default data.val_batch_size)", _flag("--batch-size")),
+    "NAME": Key("the model's name in the result tables (--name)", _flag("--name")),
+}
+
+
 class LaunchError(ValueError):
     """Bad launcher arguments; the message says what and lists the known keys where useful."""
 
 
-def known_keys_text() -> str:
-    width = max(len(k) for k in KEYS)
-    return "\n".join(f"  {k.ljust(width)}  {v.help}" for k, v in KEYS.items())
+def known_keys_text(keys: dict[str, Key] = KEYS) -> str:
+    width = max(len(k) for k in keys)
+    return "\n".join(f"  {k.ljust(width)}  {v.help}" for k, v in keys.items())
 
 
-def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Split argv into KEY value pairs and Hydra overrides (anything containing '=' or starting with '-')."""
+def parse_args(argv: list[str], keys: dict[str, Key] = KEYS) -> tuple[dict[str, str], list[str]]:
+    """Split argv into KEY value pairs (of `keys`) and Hydra overrides (anything containing '=' or starting
+    with '-')."""
     pairs: dict[str, str] = {}
     overrides: list[str] = []
     i = 0
@@ -103,10 +122,10 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             overrides.append(tok)
             i += 1
             continue
-        if tok not in KEYS:
-            close = difflib.get_close_matches(tok.upper(), KEYS, n=1)
+        if tok not in keys:
+            close = difflib.get_close_matches(tok.upper(), keys, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise LaunchError(f"unknown key {tok!r}{hint}. Known keys:\n{known_keys_text()}\n"
+            raise LaunchError(f"unknown key {tok!r}{hint}. Known keys:\n{known_keys_text(keys)}\n"
                               "Hydra overrides (a.b=c) are passed through as they are.")
         if i + 1 >= len(argv):
             raise LaunchError(f"key {tok} has no value (expected: {tok} VALUE)")

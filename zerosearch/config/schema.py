@@ -283,6 +283,9 @@ class TrainerConfig:
     resume: str = cfg_field("auto", "auto (latest checkpoint in output_dir) | disable | a checkpoint folder")
     test_freq: int = cfg_field(50, "validate every N steps (and at the end); <= 0 = only at the end")
     val_before_train: bool = cfg_field(True, "validate before the first step")
+    val_only: bool = cfg_field(
+        False, "validate the model (or the checkpoint trainer.resume names) once and exit, no training (the "
+        "original's key); the numbers go to summary.json as final_val")
     val_noise_levels: list[float] = cfg_field(
         help="also validate against the training (simulated) engine at these fixed noise probabilities", factory=list)
     critic_warmup: int = cfg_field(0, "steps that update only the critic")

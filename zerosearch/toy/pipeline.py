@@ -188,6 +188,27 @@ def toy_overrides(art: dict[str, Path], algorithm: str) -> list[str]:
     ]
 
 
+def harness_report(run_dir: Path, val_files: list[str], batch_size: int, final_val: dict[str, Any]) -> dict[str, Any]:
+    """The final report's numbers from the evaluation harness (zerosearch.eval) on the exported actor_hf/, under
+    the run's config (the same engine, budgets and scoring as validation); printed beside the final
+    validation's, which they must equal (the same greedy rollouts, scored by the same code)."""
+    from zerosearch.eval.harness import EvalOptions, evaluate
+
+    res = evaluate(EvalOptions(model=str(run_dir / "actor_hf"), out_dir=run_dir / "eval", datasets=list(val_files),
+                               methods=["agent"], batch_size=batch_size, progress=False), log=_log)
+    overall = next(r for r in res["records"] if r["dataset"] == "overall")
+    out = {"cover_em": overall["cover_em"], "em": overall["em"], "f1": overall["f1"], "n": overall["rows"],
+           "results": str(res["paths"]["md"])}
+    same = bool(final_val) and all(abs(out[k] - final_val[k]) < 1e-9 for k in ("cover_em", "em", "f1", "n"))
+    out["equals_final_val"] = same
+    print(f"[toy] evaluation harness on actor_hf: cover-EM {out['cover_em']:.3f} EM {out['em']:.3f} F1 {out['f1']:.3f} "
+          f"over {out['n']} questions ({out['results']}); final validation: cover-EM "
+          f"{final_val.get('cover_em', float('nan')):.3f} EM {final_val.get('em', float('nan')):.3f} F1 "
+          f"{final_val.get('f1', float('nan')):.3f} -> {'the same' if same else 'DIFFERENT (a bug: please report)'}",
+          flush=True)
+    return out
+
+
 def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
     """The launcher's toy path. `pairs` are the launcher's KEY value pairs, `overrides` Hydra ones."""
     import sys
@@ -242,6 +263,8 @@ def main(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> int:
                          f"{b['search_again_after_miss']:.2f}")
             print(f"[toy] simulated search at {name}: cover-EM {a['cover_em']:.3f} -> {b['cover_em']:.3f}, "
                   f"searches {a['searches']:.2f} -> {b['searches']:.2f}{again}")
+    summary["harness_eval"] = harness_report(Path(cfg.trainer.output_dir), cfg.data.val_files, cfg.data.val_batch_size, fv)
+    Path(summary_path).write_text(json.dumps(summary, indent=1))
     print(f"[toy] total time {summary['toy_total_time_s'] / 60:.1f} min")
     if iv and fv:
         print(f"validation cover-EM: {iv['cover_em']:.3f} -> {fv['cover_em']:.3f} "

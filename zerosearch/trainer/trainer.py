@@ -188,6 +188,8 @@ class Trainer:
     def fit(self) -> Path:
         t = self.cfg.trainer
         try:
+            if t.val_only:
+                return self.validate_only()
             if t.val_before_train and self.step == 0 and self.val_items:
                 val = self.validate(step=0)
                 self.initial_val = val["summary"]
@@ -219,6 +221,18 @@ class Trainer:
             return self.write_summary(export_dir)
         finally:
             self.close()
+
+    def validate_only(self) -> Path:
+        """trainer.val_only: validate the loaded weights (step 0, or the resumed checkpoint's step) once,
+        log the metrics, and write them as final_val to summary_val_only.json (the training run's own
+        summary.json is left as it is); nothing is trained or exported."""
+        if not self.val_items:
+            raise ValueError("trainer.val_only=true needs validation data: set data.val_files (or DATA_PATH with a "
+                             "test.parquet)")
+        val = self.validate(step=self.step)
+        self.tracker.log(val["metrics"], self.step, advance=False)
+        self.final_val = val["summary"]
+        return self.write_summary(None, "summary_val_only.json")
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -344,7 +358,7 @@ class Trainer:
             return done[-1][1]
         return self.save_checkpoint(step, loader_state)
 
-    def write_summary(self, export_dir: Path) -> Path:
+    def write_summary(self, export_dir: Path | None, name: str = "summary.json") -> Path:
         summary = {
             "steps": self.step,
             "total_steps": self.cfg.trainer.total_steps,
@@ -352,10 +366,11 @@ class Trainer:
             "final_val": self.final_val,
             "wall_time_s": time.time() - self.t_start,
             "run_dir": str(self.run_dir),
-            "exported_model": str(export_dir),
+            "exported_model": str(export_dir) if export_dir is not None else None,
+            "val_only": self.cfg.trainer.val_only,
             "metrics_file": str(self.run_dir / "metrics.jsonl"),
         }
-        path = self.run_dir / "summary.json"
+        path = self.run_dir / name
         path.write_text(json.dumps(summary, indent=1))
         return path
 

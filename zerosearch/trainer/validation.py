@@ -7,75 +7,47 @@ greedy unless rollout.val_temperature says otherwise.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from zerosearch.eval.scoring import METRICS, RowResult, score_trajectory, summarize
 from zerosearch.generation.types import SamplingParams
-from zerosearch.reward import ScoreFn, extract_answer
+from zerosearch.reward import ScoreFn
 from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import trajectory_metrics
 from zerosearch.rollout.types import PromptItem, Trajectory
 from zerosearch.utils.seeding import stable_seed
 
-METRICS = ("reward", "cover_em", "em", "f1")
+__all__ = ["METRICS", "RowResult", "flatten", "run_validation", "score_trajectory", "summarize"]
 
-
-@dataclass
-class RowResult:
-    """One validation row's outcome (kept for logs and for the examples printed)."""
-
-    row_id: str
-    data_source: str
-    question: str
-    golden_answers: tuple[str, ...]
-    prediction: str | None
-    reward: float  # the training score (reward.score, with the format reward when on)
-    cover_em: float
-    em: float
-    f1: float
-    searches: int
-    response_text: str
-
-
-def score_trajectory(t: Trajectory, score_fn: ScoreFn) -> RowResult:
-    """Score one trajectory with the run's score function (`reward.score_fn_from_config`): the same call
-    training makes, so validation and training cannot disagree on what a response is worth."""
-    gold = tuple(t.item.golden_answers)
-    reward, m = score_fn(t.response_text, gold)
-    return RowResult(t.item.row_id, t.item.data_source, t.item.question, gold, extract_answer(t.response_text),
-                     reward, m["cover_em"], m["em"], m["f1"], t.stats.searches, t.response_text)
-
-
-def summarize(results: Sequence[RowResult]) -> dict[str, Any]:
-    """{cover_em, em, f1, n, per_source: {source: {cover_em, em, f1, n}}} as plain floats."""
-    by_src: dict[str, list[RowResult]] = defaultdict(list)
-    for r in results:
-        by_src[r.data_source].append(r)
-
-    def agg(rs: Sequence[RowResult]) -> dict[str, float]:
-        n = max(len(rs), 1)
-        return {**{m: sum(getattr(r, m) for r in rs) / n for m in METRICS}, "n": float(len(rs)),
-                "searches": sum(r.searches for r in rs) / n}
-
-    return {**agg(results), "per_source": {s: agg(rs) for s, rs in sorted(by_src.items())}}
+# What one batch hands to `on_batch`: its trajectories and their scored rows, in the same order.
+BatchCallback = Callable[[Sequence[Trajectory], Sequence[RowResult]], None]
 
 
 def run_validation(loop: AgentLoop, items: Sequence[PromptItem], batch_size: int, score_fn: ScoreFn,
                    temperature: float = 0.0, noise_prob: float | None = None, step: int = 0, seed: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], list[RowResult], dict[str, float]]:
-    """Roll out every item once and score it.
+                   progress: Callable[[int, int], None] | None = None, on_batch: BatchCallback | None = None,
+                   ) -> tuple[dict[str, Any], list[RowResult], dict[str, float]]:
+    """Roll out every item once and score it (`zerosearch.eval.scoring`, shared with the evaluation harness).
+
+    Args:
+        on_batch: called after each batch with its trajectories and scored rows (the evaluation harness
+            writes them to disk there, so a killed run loses at most one batch).
 
     Returns (summary as in `summarize`, per-row results, rollout statistics under env/).
     """
     params = SamplingParams(temperature=temperature,
                             seed=None if temperature <= 0 else stable_seed(seed, "validation", step))
     trajs: list[Trajectory] = []
+    results: list[RowResult] = []
     for s in range(0, len(items), batch_size):
-        trajs.extend(loop.run(items[s:s + batch_size], 1, params, step=step, noise_prob=noise_prob))
+        batch = loop.run(items[s:s + batch_size], 1, params, step=step, noise_prob=noise_prob)
+        scored = [score_trajectory(t, score_fn) for t in batch]
+        trajs.extend(batch)
+        results.extend(scored)
+        if on_batch:
+            on_batch(batch, scored)
         if progress:
             progress(min(s + batch_size, len(items)), len(items))
-    results = [score_trajectory(t, score_fn) for t in trajs]
     if len(results) != len(items):  # a dropped row is a bug, not a statistic
         raise RuntimeError(f"validation scored {len(results)} of {len(items)} rows")
     return summarize(results), results, trajectory_metrics(trajs)
@@ -88,6 +60,7 @@ def flatten(summary: dict[str, Any], prefix: str = "val") -> dict[str, float]:
     for m in METRICS[1:]:
         out[f"{prefix}/{m}/all"] = summary[m]
     out[f"{prefix}/searches/all"] = summary["searches"]
+    out[f"{prefix}/answer_rate/all"] = summary["answer_rate"]
     for src, s in summary["per_source"].items():
         out[f"{prefix}/test_score/{src}"] = s["reward"]
         for m in METRICS[1:]:
