@@ -28,7 +28,7 @@ class Agent:
 
     def __init__(self, model: str, overrides: list[str], work_dir: Path):
         from zerosearch.eval.models import build_generation, eval_config, resolve_model
-        from zerosearch.reward import score_fn_from_config
+        from zerosearch.reward import run_scorer
         from zerosearch.rollout.agent_loop import AgentLoop
         from zerosearch.search.factory import build_search_engine
 
@@ -36,7 +36,7 @@ class Agent:
         self.engine, self.tokenizer = build_generation(self.cfg)
         self.search = build_search_engine(self.cfg, role="eval")
         self.loop = AgentLoop(self.engine, self.search, self.tokenizer, self.cfg.rollout)
-        self.score_fn = score_fn_from_config(self.cfg.reward)
+        self.score_fn = run_scorer(self.cfg)
 
     def ask(self, question: str, answers: tuple[str, ...] = (), n: int = 0) -> Any:
         """One greedy trajectory for `question` (answers, when given, condition a simulator and are scored)."""

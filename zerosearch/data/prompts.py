@@ -115,3 +115,19 @@ def render_prompt(tokenizer: Any, question: str, template: str = "zerosearch", c
 def encode_prompt(tokenizer: Any, question: str, template: str = "zerosearch", chat_template: str = "auto") -> list[int]:
     """Token ids of `render_prompt(...)` (see `encode_chat` for the special tokens)."""
     return encode_chat(tokenizer, [{"role": "user", "content": format_prompt(question, template)}], chat_template)
+
+
+def encode_row_prompt(tokenizer: Any, row: Any, data: Any) -> list[int]:
+    """The agent prompt ids of one QA row, as training and evaluation both see it.
+
+    The dataset's own prompt when `data.use_dataset_prompt` is on and the row has one (a Search-R1 /
+    ZeroSearch parquet's `prompt` column, used as it is), else `data.prompt_template` filled with the
+    question; either way through the chat template per `data.chat_template`.
+
+    Args:
+        row: a `zerosearch.data.qa.QARow` (its `question`, `prompt` and `prompt_messages()`).
+        data: the run's `DataConfig`.
+    """
+    if data.use_dataset_prompt and row.prompt is not None:
+        return encode_chat(tokenizer, row.prompt_messages(), data.chat_template)
+    return encode_prompt(tokenizer, row.question, data.prompt_template, data.chat_template)

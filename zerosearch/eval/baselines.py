@@ -18,26 +18,29 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from zerosearch.config.schema import RolloutConfig, ZeroSearchConfig
-from zerosearch.data.prompts import PromptTemplate, encode_prompt, normalize_question, uses_chat_template
+from zerosearch.data.prompts import encode_chat, encode_row_prompt, normalize_question
 from zerosearch.data.qa import QARow
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import SearchEngine, SearchRequest
+from zerosearch.utils.templates import TextTemplate
 
 METHODS = ("agent", "direct", "cot", "rag")
 METHOD_TITLES = {"agent": "Agent", "direct": "Direct", "cot": "CoT", "rag": "RAG"}
 
 _ANSWER_FORMAT = ("give the final answer inside <answer> and </answer>, with no explanation, for example "
                   "<answer> Beijing </answer>.")
-BASELINE_TEMPLATES: dict[str, PromptTemplate] = {
-    "direct": PromptTemplate("direct", "Answer the question below directly: " + _ANSWER_FORMAT
-                             + " Question: {question}\n"),
-    "cot": PromptTemplate("cot", "Answer the question below. Reason step by step inside <think> and </think> first, "
-                          "then " + _ANSWER_FORMAT + " Question: {question}\n"),
-    # the documents are inserted between the instruction and the question
-    "rag": PromptTemplate("rag", "Answer the question below using the documents in <information> and </information> "
-                          "(not all of them may be relevant). Reason inside <think> and </think> first, then "
-                          + _ANSWER_FORMAT + "{documents}Question: {question}\n"),
+BASELINE_TEMPLATES: dict[str, TextTemplate] = {
+    name: TextTemplate.parse(text, f"baseline {name}", allowed=("question", "documents"), required=("question",))
+    for name, text in {
+        "direct": "Answer the question below directly: " + _ANSWER_FORMAT + " Question: {question}\n",
+        "cot": "Answer the question below. Reason step by step inside <think> and </think> first, then "
+               + _ANSWER_FORMAT + " Question: {question}\n",
+        # the documents are inserted between the instruction and the question
+        "rag": "Answer the question below using the documents in <information> and </information> (not all of "
+               "them may be relevant). Reason inside <think> and </think> first, then " + _ANSWER_FORMAT
+               + "{documents}Question: {question}\n",
+    }.items()
 }
 
 
@@ -58,13 +61,9 @@ def uses_search(method: str) -> bool:
 
 
 def _encode_text(tokenizer: Any, text: str, chat_template: str) -> list[int]:
-    """Ids of an instruction text rendered as the agent prompt is (`zerosearch.data.prompts.encode_prompt`):
-    through the chat template as one user turn when the tokenizer has one, else as plain text."""
-    chat = uses_chat_template(tokenizer, chat_template)
-    if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             tokenize=False)
-    return list(tokenizer.encode(text, add_special_tokens=not chat))
+    """Ids of an instruction text rendered as the agent prompt is: one user turn through the chat template
+    when the tokenizer has one (`data.chat_template`), else plain text (`zerosearch.data.prompts.encode_chat`)."""
+    return encode_chat(tokenizer, [{"role": "user", "content": text}], chat_template)
 
 
 def build_items(method: str, rows: Sequence[QARow], tokenizer: Any, cfg: ZeroSearchConfig,
@@ -79,10 +78,10 @@ def build_items(method: str, rows: Sequence[QARow], tokenizer: Any, cfg: ZeroSea
     d = cfg.data
     limit = d.max_prompt_length
     if method == "agent":
-        prompts = [encode_prompt(tokenizer, r.question, d.prompt_template, d.chat_template) for r in rows]
+        prompts = [encode_row_prompt(tokenizer, r, d) for r in rows]  # as training encodes it
     elif method in ("direct", "cot"):
         tmpl = BASELINE_TEMPLATES[method]
-        prompts = [_encode_text(tokenizer, tmpl.format(r.question), d.chat_template)
+        prompts = [_encode_text(tokenizer, tmpl.render({"question": normalize_question(r.question)}), d.chat_template)
                    for r in rows]
     elif method == "rag":
         if search is None:
@@ -93,9 +92,9 @@ def build_items(method: str, rows: Sequence[QARow], tokenizer: Any, cfg: ZeroSea
                                  for r in rows])
         encode = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
         tmpl = BASELINE_TEMPLATES["rag"]
-        prompts = [_encode_text(tokenizer, tmpl.text.format(
-            documents=format_observation(res.documents, encode, cfg.rollout.max_obs_length),
-            question=normalize_question(r.question)), d.chat_template) for r, res in zip(rows, results)]
+        prompts = [_encode_text(tokenizer, tmpl.render({
+            "documents": format_observation(res.documents, encode, cfg.rollout.max_obs_length),
+            "question": normalize_question(r.question)}), d.chat_template) for r, res in zip(rows, results)]
     else:
         check_methods([method])
         raise AssertionError(method)

@@ -5,7 +5,7 @@
 
 For each method and dataset, the pending rows (those not yet in trajectories.jsonl) go in batches through
 `zerosearch.trainer.validation.run_validation`, the function validation during training calls: the same
-`AgentLoop`, prompt rendering, search engine factory and score function (`reward.score_fn_from_config`),
+`AgentLoop`, prompt rendering, search engine factory and score function (`reward.run_scorer`),
 greedy unless rollout.val_temperature says otherwise. Each batch is appended to trajectories.jsonl and
 fsynced before the next starts, so a killed run loses at most the batch in flight, and re-running the same
 command continues where it stopped. results.csv / .md / .png are written from the file at the end.
@@ -206,7 +206,7 @@ def evaluate(opts: EvalOptions, log: Callable[[str], None] = print) -> dict[str,
 
 def _generate(cfg: ZeroSearchConfig, pending: dict[tuple[str, str], list[QARow]],
               batch_size: int, opts: EvalOptions, traj_path: Path, total: int, log: Callable[[str], None]) -> int:
-    from zerosearch.reward import score_fn_from_config
+    from zerosearch.reward import run_scorer
     from zerosearch.rollout.agent_loop import AgentLoop
     from zerosearch.search.factory import build_search_engine
     from zerosearch.trainer import validation
@@ -214,7 +214,7 @@ def _generate(cfg: ZeroSearchConfig, pending: dict[tuple[str, str], list[QARow]]
     engine, tok = build_generation(cfg)
     wanted = any(baselines.uses_search(m) and rows for (m, _), rows in pending.items())
     search: SearchEngine = RecordingSearch(build_search_engine(cfg, role="eval")) if wanted else NoSearch()
-    score_fn = score_fn_from_config(cfg.reward)  # the trainer's reward, so the scores are validation's
+    score_fn = run_scorer(cfg)  # the trainer's scorer, so the scores are validation's
     progress = Progress(total, opts.progress, log)
     n_batch = 0
     try:

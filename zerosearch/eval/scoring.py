@@ -3,7 +3,7 @@
     row = score_response(row_id, source, question, golds, response_text, score_fn, searches=2, turns=3)
     summary = summarize(rows)   # {cover_em, em, f1, reward, answer_rate, searches, turns, truncated, n, per_source}
 
-`score_fn` is `zerosearch.reward.score_fn_from_config(cfg.reward)`, the function the trainer rewards with.
+`score_fn` is `zerosearch.reward.run_scorer(cfg)`, the scorer the trainer rewards with.
 `zerosearch.trainer.validation` (validation during training), `zerosearch.eval.harness` (the benchmark
 table) and `--rescore` (scoring a trajectories file written elsewhere) all score rows here, so a change to
 scoring cannot make training and evaluation disagree.
@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
-from zerosearch.reward import ScoreFn, extract_answer
+from zerosearch.reward import ScoreFn, Scorer, extract_answer
 from zerosearch.rollout.types import Trajectory
 
 # metrics averaged per row (reward = the training score; cover_em = the paper's "EM")
@@ -76,7 +76,8 @@ def score_response(row_id: str, data_source: str, question: str, golden_answers:
     """Score one response with the run's score function (the same call training makes)."""
     gold = tuple(golden_answers)
     reward, m = score_fn(response_text, gold)
-    return RowResult(row_id, data_source, question, gold, extract_answer(response_text), reward, m["cover_em"],
+    answer = score_fn.answer(response_text) if isinstance(score_fn, Scorer) else extract_answer(response_text)
+    return RowResult(row_id, data_source, question, gold, answer, reward, m["cover_em"],
                      m["em"], m["f1"], searches, response_text, turns, truncated, stop_reason)
 
 

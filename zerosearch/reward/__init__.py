@@ -10,7 +10,7 @@ choice, so validation can log em / cover_em / f1 whatever the training reward is
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zerosearch.reward.format import check_structure, format_score, retrieval_hit
 from zerosearch.reward.qa import (
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the config package is light, but the reward does not need i
     from zerosearch.config.schema import RewardConfig
 
 __all__ = [
-    "SCORES", "ScoreFn", "compute_score", "cover_exact_match", "exact_match", "extract_answer", "f1_score",
+    "SCORES", "ScoreFn", "Scorer", "compute_score", "run_scorer", "cover_exact_match", "exact_match", "extract_answer", "f1_score",
     "normalize_answer", "score_fn_from_config",
 ]
 
@@ -37,7 +37,7 @@ SCORES: dict[str, Callable[[str | None, GoldenAnswers], float]] = {
     "cover_em": cover_exact_match,
 }
 
-ScoreFn = Callable[[str, GoldenAnswers], "tuple[float, dict[str, float]]"]
+ScoreFn = Callable[[str, GoldenAnswers], "tuple[float, dict[str, float]]"]  # a Scorer, or any such function
 
 
 def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = "f1",
@@ -82,12 +82,35 @@ def compute_score(response: str, golden_answers: GoldenAnswers, *, score: str = 
     return float(reward), metrics
 
 
-def score_fn_from_config(cfg: "RewardConfig", environment_texts: Sequence[str] = ()) -> ScoreFn:
-    """`compute_score` with the settings of a `RewardConfig` (and the environment's inserted texts, e.g.
-    `rollout.invalid_action_text`) bound: fn(response, golden_answers)."""
-    if cfg.score not in SCORES:
-        raise ValueError(f"reward.score={cfg.score!r} is not known; known: {', '.join(SCORES)}")
-    return partial(compute_score, score=cfg.score, format_reward=cfg.format_reward,
-                   structure_format_score=cfg.structure_format_score,
-                   final_format_score=cfg.final_format_score, retrieval_score=cfg.retrieval_score,
-                   environment_texts=tuple(environment_texts))
+class Scorer:
+    """The run's score function: `scorer(response, golden_answers) -> (reward, metrics)` is `compute_score` with
+    the settings of a `RewardConfig` and the environment's inserted texts (e.g. `rollout.invalid_action_text`)
+    bound, and `scorer.answer(response)` is the prediction that score read. Training, validation, evaluation
+    and inference all build theirs with `run_scorer(cfg)`: one scoring path."""
+
+    def __init__(self, cfg: "RewardConfig", environment_texts: Sequence[str] = ()):
+        if cfg.score not in SCORES:
+            raise ValueError(f"reward.score={cfg.score!r} is not known; known: {', '.join(SCORES)}")
+        self.environment_texts = tuple(t for t in environment_texts if t)
+        self._fn = partial(compute_score, score=cfg.score, format_reward=cfg.format_reward,
+                           structure_format_score=cfg.structure_format_score,
+                           final_format_score=cfg.final_format_score, retrieval_score=cfg.retrieval_score,
+                           environment_texts=self.environment_texts)
+
+    def __call__(self, response: str, golden_answers: GoldenAnswers) -> tuple[float, dict[str, float]]:
+        return self._fn(response, golden_answers)
+
+    def answer(self, response: str) -> str | None:
+        """The extracted answer, read as the score reads it (environment text never holds the answer)."""
+        return extract_answer(response, self.environment_texts)
+
+
+def score_fn_from_config(cfg: "RewardConfig", environment_texts: Sequence[str] = ()) -> Scorer:
+    """The `Scorer` of a `RewardConfig` and the environment's inserted texts."""
+    return Scorer(cfg, environment_texts)
+
+
+def run_scorer(cfg: Any) -> Scorer:
+    """The scorer of a whole run config (`ZeroSearchConfig`): its reward section, and the invalid-action text
+    its agent loop inserts (so a trajectory ending right after that notice is never scored as answering)."""
+    return Scorer(cfg.reward, (cfg.rollout.invalid_action_text,))

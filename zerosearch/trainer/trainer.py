@@ -25,9 +25,9 @@ import torch
 from zerosearch.algos import make_kl_controller
 from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.config.validate import check_world_size, eval_engine_configured
-from zerosearch.data.prompts import encode_chat, encode_prompt
+from zerosearch.data.prompts import encode_row_prompt
 from zerosearch.data.qa import QARow, load_qa
-from zerosearch.reward import score_fn_from_config
+from zerosearch.reward import run_scorer
 from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.collate import collate_trajectories, trajectory_metrics
 from zerosearch.generation.types import SamplingParams
@@ -100,7 +100,7 @@ class Trainer:
             self.val_items = []
         # the one scoring path (training and validation); the invalid-action notice is environment text, never
         # an answer (it mentions "<answer> and </answer>")
-        self.score_fn = score_fn_from_config(cfg.reward, environment_texts=(cfg.rollout.invalid_action_text,))
+        self.score_fn = run_scorer(cfg)
         self.train_loop = AgentLoop(self.engine, self.train_search, self.tokenizer, cfg.rollout)
         self.eval_loop = AgentLoop(self.engine, self.eval_search, self.tokenizer, cfg.rollout) if self.eval_search else None
         a = cfg.algorithm
@@ -137,10 +137,7 @@ class Trainer:
         d = self.cfg.data
         items, too_long = [], []
         for r in rows:
-            if d.use_dataset_prompt and r.prompt is not None:  # the dataset's own prompt text, as it is
-                ids = encode_chat(self.tokenizer, r.prompt_messages(), d.chat_template)
-            else:
-                ids = encode_prompt(self.tokenizer, r.question, d.prompt_template, d.chat_template)
+            ids = encode_row_prompt(self.tokenizer, r, d)
             if len(ids) > d.max_prompt_length:
                 too_long.append((r.id, len(ids)))
                 continue
