@@ -46,6 +46,8 @@ def test_a_good_server_passes_with_one_real_call_of_the_engine_prompt():
                                                      answers=SAMPLE_ANSWERS, topk=3, words=30)
     assert len(calls) == 1 and calls[0]["model"] == NAME
     assert calls[0]["messages"][-1]["content"] == expected and calls[0]["max_tokens"] == 64
+    # the family's system message too (simulate_sft sends an explicit empty one): the probe's call is the engine's
+    assert calls[0]["messages"][0] == {"role": "system", "content": ""} and len(calls[0]["messages"]) == 2
 
 
 def test_an_empty_model_name_reports_what_the_server_serves():

@@ -35,7 +35,7 @@ from zerosearch.config.validate import ConfigError
 from zerosearch.generation.types import SamplingParams
 from zerosearch.search.http import parse_servers
 from zerosearch.search.sim_parsing import parse_documents
-from zerosearch.search.sim_prompts import PromptSet
+from zerosearch.search.sim_prompts import PromptSet, SimPrompt
 from zerosearch.search.sim_transports import HttpTransport, make_http_transport
 
 if TYPE_CHECKING:
@@ -110,9 +110,10 @@ def served_model_names(client: httpx.Client, server: str, transport: str = "chat
     return names
 
 
-def _sample_prompt(prompts: PromptSet, topk: int, words: int) -> str:
-    """The useful prompt the engine would send for the sample row (the one place the probe renders one)."""
-    return prompts.render(noisy=False, query=SAMPLE_QUERY, question=SAMPLE_QUESTION, answers=SAMPLE_ANSWERS,
+def _sample_prompt(prompts: PromptSet, topk: int, words: int) -> SimPrompt:
+    """The useful prompt the engine would send for the sample row, its family's system message included (the
+    one place the probe renders one)."""
+    return prompts.prompt(noisy=False, query=SAMPLE_QUERY, question=SAMPLE_QUESTION, answers=SAMPLE_ANSWERS,
                           topk=topk, words=words)
 
 
