@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from zerosearch.config.launch_keys import LaunchError, build_overrides, check_paths, known_keys_text, parse_args
 from zerosearch.config.validate import ConfigError
+from zerosearch.utils.errors import RunError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:  # a failure whose message is complete (a bad checkpoint, a lost rank)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

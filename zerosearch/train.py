@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from zerosearch.config.validate import ConfigError, schema_help
+from zerosearch.utils.errors import RunError
 
 
 def _print_help_keys() -> None:
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:  # a failure whose message is complete (a bad checkpoint, a lost rank)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
