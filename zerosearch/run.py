@@ -30,6 +30,7 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     """The composed (not yet validated) config; any Hydra/OmegaConf error becomes a one-line ConfigError."""
     overrides = list(overrides)
     check_override_keys([o for o in overrides if not o.startswith("-")])
+    _check_syntax(overrides)
     try:
         return compose_config(overrides)
     except ConfigError:
@@ -59,12 +60,34 @@ def run(overrides: Sequence[str]) -> Path:
     return run_training(cfg)
 
 
+def _check_syntax(overrides: Sequence[str]) -> None:
+    """Parse each override alone, so a malformed one is named (Hydra's parser reports only the position)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, problems = OverridesParser.create(), []
+    for o in overrides:
+        if o.startswith("-"):
+            continue
+        try:
+            parser.parse_override(o)
+        except Exception as e:  # noqa: BLE001 - Hydra's grammar errors
+            key = o.split("=", 1)[0].lstrip("+~")
+            problems.append(f"{key}: cannot parse the override {o!r}: {_one_line(e)} (quote a value with spaces, "
+                            f"commas or brackets: {key}='...')")
+    if problems:
+        raise ConfigError(problems)
+
+
 def _one_line(e: BaseException) -> str:
     """Hydra and OmegaConf errors as one readable line: the message, with OmegaConf's key/type context."""
-    text = " ".join(str(e).split())
-    for marker in ("full_key:", "object_type="):
-        text = text.split(marker)[0].strip().rstrip(",")  # OmegaConf appends its internal context
+    def clean(x: BaseException) -> str:
+        text = " ".join(str(x).split())
+        for marker in ("full_key:", "object_type=", "Config search path:", "See https://hydra.cc"):
+            text = text.split(marker)[0].strip().rstrip(",")  # Hydra/OmegaConf append their internal context
+        return text
+
+    text = clean(e)
     cause = e.__cause__ or e.__context__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += f" ({' '.join(str(cause).split())[:200]})"
+    if cause is not None and clean(cause) not in ("", "None") and clean(cause) not in text:
+        text += f" ({clean(cause)[:200]})"
     return text or type(e).__name__

@@ -25,6 +25,7 @@ SEARCH_MODES = ("simulate_sft", "simulate_prompt", "retrieval", "google")
 EVAL_ENGINES = ("retrieval", "wiki", "google", "simulate_sft", "simulate_prompt")
 TRANSPORTS = ("chat", "completions", "sglang", "inprocess")
 LOG_BACKENDS = ("console", "jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
@@ -129,7 +130,12 @@ def server_problems(spec: str) -> list[str]:
         return [str(e)]
     problems = []
     for url in urls:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)  # checks a bracketed IPv6 literal itself (Python >= 3.11.4)
+        except ValueError:
+            problems.append(f"server {url!r}: {url.split('//', 1)[-1].split(']')[0].lstrip('[')!r} is not an IPv6 "
+                            "address (write IPv6 as [addr]:port)")
+            continue
         try:
             port = parts.port
         except ValueError:  # urllib: "Port out of range 0-65535" or not a number
@@ -155,7 +161,7 @@ def _runtime_checks(c: "_Checker", cfg: ZeroSearchConfig) -> None:
     """What depends on this machine rather than on the values: writable folders, keys in the environment."""
     out = cfg.trainer.output_dir
     ckpts = os.path.join(out, "checkpoints")  # may be read-only on its own (e.g. a mount)
-    for folder in (out, ckpts) if os.path.isdir(ckpts) else (out,):
+    for folder in (out, ckpts) if os.path.exists(ckpts) else (out,):
         problem = writable_problem(folder)
         if problem:
             c.fail("trainer.output_dir", out, f"{folder} {problem}" if folder != out else problem)
@@ -348,7 +354,16 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     # divisibility by the number of workers is checked by check_world_size once resources are known
     for i, b in enumerate(cfg.logging.backends):
         c.choice(f"logging.backends[{i}]", b, LOG_BACKENDS)
-    c.choice("logging.wandb_mode", cfg.logging.wandb_mode, ("online", "offline", "disabled"))
+    c.choice("logging.wandb_mode", cfg.logging.wandb_mode, WANDB_MODES)
+    if os.environ.get("WANDB_MODE", "") not in ("", *WANDB_MODES, "dryrun", "run"):
+        c.fail("logging.wandb_mode", os.environ["WANDB_MODE"], "(from the WANDB_MODE environment variable, which wins "
+               f"over the config) must be one of {', '.join(WANDB_MODES)}")
+    c.positive("logging.wandb_init_timeout_s", cfg.logging.wandb_init_timeout_s)
+    c.choice("trainer.placement_strategy", t.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
+    g = t.guards
+    c.positive("trainer.guards.min_entropy", g.min_entropy, allow_zero=True)
+    c.prob("trainer.guards.max_response_length_share", g.max_response_length_share)
+    c.prob("trainer.guards.max_no_search_share", g.max_no_search_share)
 
     # --- numbers (finite everywhere; ranges not checked above) and servers
     _finite(c, cfg)

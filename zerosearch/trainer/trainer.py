@@ -103,7 +103,7 @@ class Trainer:
         self._resume(resume_from)
         self.tracker = Tracker(cfg.logging.backends, self.run_dir, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                _config_dict(cfg), cfg.trainer.total_steps, self.step, cfg.logging.wandb_mode,
-                               cfg.logging.progress_bar)
+                               cfg.logging.progress_bar, cfg.logging.wandb_init_timeout_s)
         self._log = self.tracker.write
 
     # ------------------------------------------------------------------ set-up helpers
