@@ -34,7 +34,7 @@ from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.curriculum import noise_probability
 from zerosearch.search.factory import build_search_engine, curriculum_horizon
-from zerosearch.trainer import validation
+from zerosearch.trainer import guards, validation
 from zerosearch.trainer.checkpoint import CheckpointError, CheckpointManager, verify
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
 from zerosearch.trainer.data_loader import PromptLoader
@@ -264,6 +264,8 @@ class Trainer:
         m.update(self.train_search.pop_metrics())
         if cfg.search.mode.startswith("simulate"):
             m["search/noise_prob"] = noise
+        for line in guards.check_step(m, cfg.trainer.guards, cfg.rollout.max_total_length, step):
+            self._log(line)
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m
