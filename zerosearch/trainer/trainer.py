@@ -89,6 +89,8 @@ class Trainer:
         self.use_critic = cfg.algorithm.adv_estimator == "gae"
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
+        for rank in range(self.group.world_size):
+            self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)")
         self.train_search = build_search_engine(cfg, role="train")
         self.eval_search = build_search_engine(cfg, role="eval")
         self.score_fn = score_fn_from_config(cfg.reward)  # the one scoring path: training and validation
