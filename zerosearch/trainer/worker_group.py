@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +24,28 @@ from zerosearch.utils.errors import RunError
 
 class WorkerDiedError(RunError):
     """A rank's process or node died; the message names the rank, its node and what it was doing."""
+
+
+_DEATH = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
+# how long a rank's failure waits for Ray to declare a peer dead (a lost node takes its health-check period,
+# about 15 s by default) so the error names the cause, not the echo
+DEATH_GRACE_S = 40.0
+
+
+def _first_death(pending: list[Any], timeout_s: float) -> tuple[Any, BaseException] | None:
+    """The first of `pending` whose actor turns out dead within `timeout_s`, with its error; else None."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(pending)
+    while pending and (left := deadline - time.monotonic()) > 0:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except _DEATH as e:
+                return ref, e
+            except Exception:  # noqa: BLE001 - another echo of the same failure
+                continue
+    return None
 
 
 def _free_port() -> int:
@@ -184,14 +207,25 @@ class WorkerGroup:
             ready, pending = ray.wait(pending, num_returns=1)
             try:
                 ray.get(ready[0])
-            except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError) as e:
-                self._dead = True
-                reason = " ".join(str(e).split())[:300]
-                raise WorkerDiedError(
-                    f"{self.describe(refs.index(ready[0]))} died during {method}: {reason}. The run stops; the last "
-                    "complete checkpoint is kept: run the same command again to continue from it "
-                    "(trainer.resume=auto).") from None
+            except _DEATH as e:
+                self._died(refs.index(ready[0]), method, e)
+            except ray.exceptions.RayTaskError as e:
+                # a collective whose peer died fails on the survivors first ("connection closed by peer"), before
+                # Ray has declared the peer dead (seconds, or a node's health-check period): name the dead rank
+                dead = _first_death(pending, DEATH_GRACE_S)
+                if dead is None:
+                    raise
+                first = str(e).strip().splitlines()[-1][:200]
+                self._died(refs.index(dead[0]), method, dead[1],
+                           f" (rank {refs.index(ready[0])} then failed: {first})")
         return ray.get(refs)
+
+    def _died(self, rank: int, method: str, e: BaseException, also: str = "") -> None:
+        self._dead = True
+        reason = " ".join(str(e).split())[:300]
+        raise WorkerDiedError(
+            f"{self.describe(rank)} died during {method}: {reason}{also}. The run stops; the last complete "
+            "checkpoint is kept: run the same command again to continue from it (trainer.resume=auto).") from None
 
     def scatter(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
         """Call `method(shard_i, *args)` on rank i."""
