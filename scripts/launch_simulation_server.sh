@@ -40,7 +40,8 @@ if [ ! -e "$MODEL" ] && [[ "$MODEL" != */* ]]; then
   exit 2
 fi
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
-imports() { "$1" -c "import $2" >/dev/null 2>&1; }
+# installed? (find_spec, not import: importing vllm takes seconds; a broken install fails at the server's start)
+imports() { "$1" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$2') is None)" >/dev/null 2>&1; }
 
 # --- the server's Python
 if [ -n "${PYTHON:-}" ]; then
