@@ -48,8 +48,8 @@ def test_a_model_path_that_is_a_file_an_empty_folder_or_incomplete_is_named(tmp_
     expect = {
         f: "is a file; expected a Hugging Face model folder",
         empty: "is an empty folder; expected a Hugging Face model folder",
-        no_weights: "has no weights (*.safetensors or pytorch_model*.bin): not a complete model folder",
-        no_tok: "has no a tokenizer (one of tokenizer.json",
+        no_weights: "is missing weights (*.safetensors or pytorch_model*.bin): not a complete model folder",
+        no_tok: "is missing tokenizer files (one of tokenizer.json",
     }
     for path, msg in expect.items():
         got = problems([f"model.path={path}"], check_paths=True, key="model.path")

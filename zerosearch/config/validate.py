@@ -91,8 +91,8 @@ def model_folder_problem(path: str, *, need_weights: bool = True, need_tokenizer
     if need_weights and not any(n.endswith(WEIGHT_SUFFIXES) for n in names):
         missing.append("weights (*.safetensors or pytorch_model*.bin)")
     if need_tokenizer and not any(n in TOKENIZER_FILES for n in names):
-        missing.append(f"a tokenizer (one of {', '.join(TOKENIZER_FILES)})")
-    return f"has no {' and no '.join(missing)}: not a complete model folder" if missing else None
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    return f"is missing {' and '.join(missing)}: not a complete model folder" if missing else None
 
 
 def writable_problem(folder: str) -> str | None:

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import ray
 import torch
@@ -220,7 +220,7 @@ class WorkerGroup:
                            f" (rank {refs.index(ready[0])} then failed: {first})")
         return ray.get(refs)
 
-    def _died(self, rank: int, method: str, e: BaseException, also: str = "") -> None:
+    def _died(self, rank: int, method: str, e: BaseException, also: str = "") -> NoReturn:
         self._dead = True
         reason = " ".join(str(e).split())[:300]
         raise WorkerDiedError(
