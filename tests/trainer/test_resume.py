@@ -98,3 +98,64 @@ def test_auto_resume_refuses_a_checkpoint_of_another_run(assets, reference, tmp_
     assert res.returncode != 0
     err = res.stderr + res.stdout
     assert "belongs to a different run" in err and "trainer.seed: checkpoint 7, now 8" in err
+
+
+def test_a_killed_rank_stops_the_run_naming_it_and_resume_continues(assets, reference, tmp_path):
+    """SIGKILL one rank's process mid-run (as a crashed worker or a lost machine): the driver exits within
+    60 s with one error line naming the rank, its node and pid, and the same command continues the run."""
+    import re
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env.pop("ZS_FAILPOINT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "zerosearch.train", *_overrides(assets, out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids, killed_at = {}, None
+    for line in proc.stdout:
+        m = re.match(r"\[workers\] rank (\d) \(node (\w+) at [\d.]+, pid (\d+)\)", line)
+        if m:
+            pids[int(m.group(1))] = (m.group(2), int(m.group(3)))
+        if line.startswith("[checkpoint] saved") and line.rstrip().endswith("step_000002"):
+            os.kill(pids[1][1], signal.SIGKILL)
+            killed_at = time.monotonic()
+            break
+    assert killed_at is not None and sorted(pids) == [0, 1]
+    rest, err = proc.communicate(timeout=120)
+    took = time.monotonic() - killed_at
+    assert proc.returncode == 1, err[-3000:]
+    assert took < 60, took
+    node, pid = pids[1]
+    assert re.search(rf"^error: rank 1 \(node {node} at [\d.]+, pid {pid}\) died during \w+: ", err, re.M), err[-3000:]
+    assert "run the same command again to continue from it (trainer.resume=auto)" in err
+    assert "Traceback" not in err
+    resumed = _run(_overrides(assets, out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {out / 'checkpoints' / 'step_000002'}" in resumed.stdout
+    ref, got = _by_step(reference), _by_step(out)
+    for step in (3, 4):
+        assert got[step] == ref[step], step
+
+
+def test_auto_resume_skips_a_corrupt_newest_checkpoint_and_says_which(assets, reference, tmp_path):
+    """A truncated shard in the newest checkpoint: resume=auto names the file, falls back to the one before,
+    and the run ends exactly as the uninterrupted one. An explicit trainer.resume of the bad one is refused."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    (out / "summary.json").unlink()
+    bad = out / "checkpoints" / "step_000004"
+    shard = sorted((bad / "workers").glob("*.distcp"))[0]
+    os.truncate(shard, shard.stat().st_size // 2)
+    explicit = _run(_overrides(assets, out) + [f"trainer.resume={bad}"])
+    assert explicit.returncode == 1 and "Traceback" not in explicit.stderr
+    assert f"error: trainer.resume={bad}: {shard} is truncated or corrupt" in explicit.stderr
+    res = _run(_overrides(assets, out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"[checkpoint] WARNING: skipping {bad}: {shard} is truncated or corrupt" in res.stdout
+    assert f"[checkpoint] falling back to {out / 'checkpoints' / 'step_000003'}" in res.stdout
+    ref, got = _by_step(reference), _by_step(out)
+    assert got[4] == ref[4]
+    assert json.loads((out / "summary.json").read_text())["final_val"] == \
+        json.loads((reference / "summary.json").read_text())["final_val"]

@@ -148,6 +148,13 @@ def check_paths(pairs: dict[str, str]) -> None:
         train = os.path.join(pairs["DATA_PATH"], "train.parquet")
         if not os.path.exists(train):
             raise LaunchError(f"DATA_PATH {pairs['DATA_PATH']!r} has no train.parquet ({train})")
+    if "MODEL_PATH" in pairs:
+        from zerosearch.config.validate import model_folder_problem
+
+        problem = model_folder_problem(pairs["MODEL_PATH"])
+        if problem:
+            raise LaunchError(f"MODEL_PATH {pairs['MODEL_PATH']!r} {problem} ({os.path.abspath(pairs['MODEL_PATH'])}; "
+                              "scripts/download_assets.sh fetches models)")
 
 
 def build_overrides(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> list[str]:

@@ -267,6 +267,18 @@ class RefConfig:
 
 
 @dataclass
+class GuardsConfig:
+    """Early warnings of policy collapse (GRPO search agents are reported to collapse around step 150-200)."""
+
+    min_entropy: float = cfg_field(0.05, "warn when actor/entropy (mean over policy tokens, nats) falls below this; 0 = off")
+    max_response_length_share: float = cfg_field(
+        0.9, "warn when the mean response fills more than this share of its budget (rollout.max_total_length minus "
+        "the mean prompt); 1 = off")
+    max_no_search_share: float = cfg_field(
+        0.95, "warn when more than this share of trajectories never search; 1 = off")
+
+
+@dataclass
 class TrainerConfig:
     total_steps: int = cfg_field(203, "TOTAL_STEPS: training steps (one batch of prompts each); original: 203")
     device: str = cfg_field("auto", "auto (cuda when available) | cpu | cuda")
@@ -292,13 +304,19 @@ class TrainerConfig:
     max_consecutive_skips: int = cfg_field(
         5, "stop the run after this many training steps in a row whose actor or critic update was skipped for a "
         "non-finite loss or gradient (the last good checkpoint is kept); 0 = never stop")
+    placement_strategy: str = cfg_field(
+        "PACK", "Ray placement of the ranks: PACK (as few nodes as possible) | SPREAD (across nodes) | STRICT_PACK | STRICT_SPREAD")
+    guards: GuardsConfig = cfg_field(factory=GuardsConfig, help="collapse warnings")
 
 
 @dataclass
 class LoggingConfig:
     backends: list[str] = cfg_field(
         help="where metrics go: console | jsonl | tensorboard | wandb", factory=lambda: ["console", "jsonl", "tensorboard"])
-    wandb_mode: str = cfg_field("offline", "wandb: online | offline (no network needed) | disabled")
+    wandb_mode: str = cfg_field(
+        "offline", "wandb: online | offline (no network needed) | disabled; a WANDB_MODE environment variable wins")
+    wandb_init_timeout_s: float = cfg_field(
+        30.0, "seconds wandb may take to reach its server; then the run continues offline, with a warning")
     progress_bar: bool = cfg_field(True, "show a progress bar with ETA")
     log_examples: int = cfg_field(1, "trajectories printed per validation (text)")
 

@@ -8,10 +8,14 @@ problem at once, each naming the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import math
 import os
 import warnings
+import uuid
 from dataclasses import fields, is_dataclass
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from zerosearch.config.schema import ZeroSearchConfig
 
@@ -22,6 +26,7 @@ SEARCH_MODES = ("simulate_sft", "simulate_prompt", "retrieval", "google")
 EVAL_ENGINES = ("retrieval", "wiki", "google", "simulate_sft", "simulate_prompt", "none")
 TRANSPORTS = ("chat", "completions", "sglang", "inprocess")
 LOG_BACKENDS = ("console", "jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 def eval_engine_configured(s: Any) -> bool:
@@ -75,6 +80,166 @@ class _Checker:
 def _local_or_hub(path: str) -> bool:
     """A model path that is not a folder is accepted only if it looks like a hub id (org/name)."""
     return os.path.exists(path) or (path.count("/") == 1 and not path.startswith((".", "/")))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".safetensors.index.json", ".bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
+
+def model_folder_problem(path: str, *, need_weights: bool = True, need_tokenizer: bool = True) -> str | None:
+    """What is wrong with `path` as a Hugging Face model folder (None when it looks loadable).
+
+    A path that does not exist but looks like a hub id (org/name) passes: where the hub is reachable it loads.
+    """
+    if os.path.isfile(path):
+        return "is a file; expected a Hugging Face model folder (config.json, weights, tokenizer files)"
+    if not os.path.isdir(path):
+        return None if _local_or_hub(path) else "model folder does not exist"
+    names = os.listdir(path)
+    if not names:
+        return "is an empty folder; expected a Hugging Face model folder (config.json, weights, tokenizer files)"
+    missing = []
+    if need_weights and "config.json" not in names:
+        missing.append("config.json")
+    if need_weights and not any(n.endswith(WEIGHT_SUFFIXES) for n in names):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if need_tokenizer and not any(n in TOKENIZER_FILES for n in names):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    return f"is missing {' and '.join(missing)}: not a complete model folder" if missing else None
+
+
+def writable_problem(folder: str) -> str | None:
+    """Why `folder` cannot be written (None when a test file could be written, synced and removed there).
+
+    A folder that does not exist yet is tested through its nearest existing parent: nothing is created.
+    """
+    probe_dir = os.path.abspath(folder)
+    while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        return f"cannot be created: {probe_dir} is a file, not a folder"
+    probe = os.path.join(probe_dir, f".zerosearch_write_test_{uuid.uuid4().hex[:8]}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        where = "" if probe_dir == os.path.abspath(folder) else f" (tested in its nearest existing parent {probe_dir})"
+        return f"cannot be written{where}: {e.strerror or e}; choose a writable folder"
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
+    return None
+
+
+def server_problems(spec: str) -> list[str]:
+    """Why the IP value `spec` (host, host:port or a comma list) cannot be a list of servers ([] when fine)."""
+    from zerosearch.search.http import parse_servers
+
+    try:
+        urls = parse_servers(spec)
+    except ValueError as e:
+        return [str(e)]
+    problems = []
+    for url in urls:
+        try:
+            parts = urlsplit(url)  # checks a bracketed IPv6 literal itself (Python >= 3.11.4)
+        except ValueError:
+            problems.append(f"server {url!r}: {url.split('//', 1)[-1].split(']')[0].lstrip('[')!r} is not an IPv6 "
+                            "address (write IPv6 as [addr]:port)")
+            continue
+        try:
+            port = parts.port
+        except ValueError:  # urllib: "Port out of range 0-65535" or not a number
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            problems.append(f"server {url!r}: the port must be in 1..65535")
+        host = parts.hostname or ""
+        if not host:
+            problems.append(f"server {url!r}: no host")
+        elif ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                problems.append(f"server {url!r}: {host!r} is not an IPv6 address (write IPv6 as [addr]:port)")
+    return problems
+
+
+def _uses_web(cfg: ZeroSearchConfig) -> bool:
+    return "google" in (cfg.search.mode, cfg.search.eval_engine)
+
+
+def _runtime_checks(c: "_Checker", cfg: ZeroSearchConfig) -> None:
+    """What depends on this machine rather than on the values: writable folders, keys in the environment."""
+    out = cfg.trainer.output_dir
+    ckpts = os.path.join(out, "checkpoints")  # may be read-only on its own (e.g. a mount)
+    for folder in (out, ckpts) if os.path.exists(ckpts) else (out,):
+        problem = writable_problem(folder)
+        if problem:
+            c.fail("trainer.output_dir", out, f"{folder} {problem}" if folder != out else problem)
+            break
+    if _uses_web(cfg):
+        from zerosearch.search.web import API_KEY_ENVS
+
+        if not any(os.environ.get(n, "").strip() for n in API_KEY_ENVS):
+            c.fail("search.eval_engine" if cfg.search.eval_engine == "google" else "search.mode", "google",
+                   f"web search through SerpApi needs its key in the environment ({' or '.join(API_KEY_ENVS)}; "
+                   "never in a config file): export SERPAPI_API_KEY=<key>, or evaluate offline with "
+                   "search.eval_engine=retrieval")
+
+
+def preflight(cfg: ZeroSearchConfig) -> None:
+    """The checks of this machine alone (folders writable, API keys present), for entry points that were
+    handed an already validated config: seconds, before any model, data or Ray starts."""
+    c = _Checker()
+    _runtime_checks(c, cfg)
+    if c.problems:
+        raise ConfigError(c.problems)
+
+
+def _finite(c: "_Checker", obj: Any, prefix: str = "") -> None:
+    """Every float field (and list of floats) of the config must be a finite number: `inf` and `nan` parse as
+    floats and pass every range check written with < and >."""
+    for f in fields(obj):
+        v, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if is_dataclass(v):
+            _finite(c, v, key + ".")
+        elif isinstance(v, float) and not math.isfinite(v):
+            c.fail(key, v, "must be a finite number")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                if isinstance(x, float) and not math.isfinite(x):
+                    c.fail(f"{key}[{i}]", x, "must be a finite number")
+
+
+def _numeric_ranges(c: "_Checker", cfg: ZeroSearchConfig) -> None:
+    """Ranges of the numeric fields not checked in the sections of validate_config."""
+    s, ac, cr, a = cfg.search, cfg.actor, cfg.critic, cfg.algorithm
+    for key, v in (("search.simulation.backoff_s", s.simulation.backoff_s),
+                   ("search.simulation.backoff_max_s", s.simulation.backoff_max_s),
+                   ("search.simulation.server_cooldown_s", s.simulation.server_cooldown_s),
+                   ("search.retrieval.max_retries", s.retrieval.max_retries), ("search.web.max_retries", s.web.max_retries),
+                   ("actor.weight_decay", ac.weight_decay), ("critic.weight_decay", cr.weight_decay),
+                   ("actor.kl_loss_coef", ac.kl_loss_coef), ("actor.entropy_coeff", ac.entropy_coeff)):
+        c.positive(key, v, allow_zero=True)
+    for key, v in (("search.simulation.max_tokens", s.simulation.max_tokens),
+                   ("search.simulation.server_failure_limit", s.simulation.server_failure_limit),
+                   ("search.retrieval.timeout_s", s.retrieval.timeout_s), ("search.web.timeout_s", s.web.timeout_s),
+                   ("algorithm.kl_target", a.kl_target), ("algorithm.kl_horizon", a.kl_horizon),
+                   ("actor.max_tokens_per_micro_batch", ac.max_tokens_per_micro_batch),
+                   ("critic.ppo_epochs", cr.ppo_epochs), ("critic.micro_batch_size_per_worker", cr.micro_batch_size_per_worker),
+                   ("ref.micro_batch_size_per_worker", cfg.ref.micro_batch_size_per_worker),
+                   ("rollout.micro_batch_size", cfg.rollout.micro_batch_size),
+                   ("rollout.max_query_chars", cfg.rollout.max_query_chars)):
+        c.positive(key, v)
+    if not 0.0 < s.simulation.top_p <= 1.0:
+        c.fail("search.simulation.top_p", s.simulation.top_p, "must be in (0, 1]")
+    c.prob("actor.min_lr_ratio", ac.min_lr_ratio)
+    c.prob("critic.lr_warmup_ratio", cr.lr_warmup_ratio)
+    for i, b in enumerate(ac.betas):
+        if not 0.0 <= b < 1.0:
+            c.fail(f"actor.betas[{i}]", b, "must be in [0, 1)")
 
 
 def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroSearchConfig:
@@ -234,16 +399,44 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     # divisibility by the number of workers is checked by check_world_size once resources are known
     for i, b in enumerate(cfg.logging.backends):
         c.choice(f"logging.backends[{i}]", b, LOG_BACKENDS)
-    c.choice("logging.wandb_mode", cfg.logging.wandb_mode, ("online", "offline", "disabled"))
+    c.choice("logging.wandb_mode", cfg.logging.wandb_mode, WANDB_MODES)
+    if os.environ.get("WANDB_MODE", "") not in ("", *WANDB_MODES, "dryrun", "run"):
+        c.fail("logging.wandb_mode", os.environ["WANDB_MODE"], "(from the WANDB_MODE environment variable, which wins "
+               f"over the config) must be one of {', '.join(WANDB_MODES)}")
+    c.positive("logging.wandb_init_timeout_s", cfg.logging.wandb_init_timeout_s)
+    c.choice("trainer.placement_strategy", t.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
+    g = t.guards
+    c.positive("trainer.guards.min_entropy", g.min_entropy, allow_zero=True)
+    c.prob("trainer.guards.max_response_length_share", g.max_response_length_share)
+    c.prob("trainer.guards.max_no_search_share", g.max_no_search_share)
+
+    # --- numbers (finite everywhere; ranges not checked above) and servers
+    _finite(c, cfg)
+    _numeric_ranges(c, cfg)
+    if uses_sim and sim.transport != "inprocess" and sim.servers.strip():
+        for problem in server_problems(sim.servers):
+            c.fail("search.simulation.servers", sim.servers, problem)
 
     # --- paths
     if check_paths:
         if not cfg.model.path:
             c.fail("model.path", cfg.model.path, "is required (MODEL_PATH): a Hugging Face model folder")
-        elif not _local_or_hub(cfg.model.path):
-            c.fail("model.path", cfg.model.path, "model folder does not exist")
-        if cfg.model.tokenizer_path and not _local_or_hub(cfg.model.tokenizer_path):
-            c.fail("model.tokenizer_path", cfg.model.tokenizer_path, "tokenizer folder does not exist")
+        else:
+            problem = model_folder_problem(cfg.model.path, need_tokenizer=not cfg.model.tokenizer_path)
+            if problem:
+                c.fail("model.path", cfg.model.path, problem)
+        if cfg.model.tokenizer_path:
+            problem = model_folder_problem(cfg.model.tokenizer_path, need_weights=False)
+            if problem:
+                c.fail("model.tokenizer_path", cfg.model.tokenizer_path, problem.replace("model folder", "tokenizer folder"))
+        if a.adv_estimator == "gae" and cr.model_path:
+            problem = model_folder_problem(cr.model_path, need_tokenizer=False)
+            if problem:
+                c.fail("critic.model_path", cr.model_path, problem)
+        if uses_sim and sim.transport == "inprocess" and sim.model_path and os.path.exists(sim.model_path):
+            problem = model_folder_problem(sim.model_path)
+            if problem:
+                c.fail("search.simulation.model_path", sim.model_path, problem)
         c.path("data.path", d.path, what="data folder")
         for i, f in enumerate(d.train_files):
             c.path(f"data.train_files[{i}]", f, what="training file")
@@ -251,6 +444,7 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
             c.path(f"data.val_files[{i}]", f, what="validation file")
         if not d.train_files and not d.path:
             c.fail("data.train_files", d.train_files, "no training data: set DATA_PATH (data.path) or data.train_files")
+        _runtime_checks(c, cfg)
 
     if c.problems:
         raise ConfigError(c.problems)

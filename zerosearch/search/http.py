@@ -68,6 +68,8 @@ def parse_servers(spec: str, default_port: int = 6001, scheme: str = "http") -> 
             raise ValueError(f"server {part!r}: no host")
         if port and not port.isdigit():
             raise ValueError(f"server {part!r}: port {port!r} is not a number")
+        if port and not 0 < int(port) < 65536:
+            raise ValueError(f"server {part!r}: port {port} is outside 1..65535")
         out.append(f"{scheme}://{host}:{port or default_port}")
     if not out:
         raise ValueError(f"no server in {spec!r}: give host, host:port or a comma list of them")

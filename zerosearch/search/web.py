@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SERPAPI_ENDPOINT = "https://serpapi.com/search.json"
 API_KEY_ENV = "SERPAPI_API_KEY"
+API_KEY_ENVS = (API_KEY_ENV, "SER_API_KEY")  # SER_API_KEY: the original ZeroSearch's name, also accepted
 REDACTED = "***"
 _KEY_PARAM = re.compile(r"(api_key=)[^&\s\"'<>]+", re.IGNORECASE)
 _NO_RESULTS = "hasn't returned any results"
@@ -149,7 +150,7 @@ class SerpApiEngine(HttpSearchEngine):
                  backoff_s: float = 0.5, backoff_max_s: float = 8.0, max_concurrency: int = 8,
                  endpoint: str = SERPAPI_ENDPOINT, fallback_text: str = "No information available.",
                  seed: int = 0, batch_timeout_s: float | None = 30.0, max_reply_bytes: int = 8 << 20):
-        key = os.environ.get(API_KEY_ENV, "").strip()
+        key = next((os.environ[n].strip() for n in API_KEY_ENVS if os.environ.get(n, "").strip()), "")
         if not key:
             raise MissingApiKeyError(
                 f"web search (search engine 'google', SerpApi) needs an API key in the environment variable "

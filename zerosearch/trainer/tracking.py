@@ -47,13 +47,15 @@ class Tracker:
         project, experiment: names for wandb.
         config: the resolved configuration (stored with the wandb run).
         total_steps, start_step: for the progress bar (a resumed run starts part-way).
-        wandb_mode: online | offline | disabled.
+        wandb_mode: online | offline | disabled; a WANDB_MODE environment variable wins (see `wandb_mode`).
         progress_bar: show a tqdm bar with ETA (on a terminal or not).
+        wandb_init_timeout_s: how long an online wandb may take to reach its server before the run goes on
+            offline (with a warning) instead of hanging on a network that is not there.
     """
 
     def __init__(self, backends: list[str], run_dir: str | Path, project: str, experiment: str,
                  config: dict[str, Any] | None = None, total_steps: int = 0, start_step: int = 0,
-                 wandb_mode: str = "offline", progress_bar: bool = True):
+                 wandb_mode: str = "offline", progress_bar: bool = True, wandb_init_timeout_s: float = 30.0):
         self.backends = set(backends)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,12 +67,9 @@ class Tracker:
 
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         self._wandb = None
-        if "wandb" in self.backends and wandb_mode != "disabled":
-            import wandb
-
-            os.environ.setdefault("WANDB_SILENT", "true")
-            self._wandb = wandb.init(project=project, name=experiment, dir=str(self.run_dir), mode=wandb_mode,
-                                     config=config or {}, id=_wandb_id(self.run_dir, experiment), resume="allow")
+        mode = wandb_mode_from_env(wandb_mode)
+        if "wandb" in self.backends and mode != "disabled":
+            self._wandb = self._init_wandb(project, experiment, config or {}, mode, wandb_init_timeout_s)
         self._bar = None
         self._start_step, self._t0 = start_step, time.perf_counter()
         # a live bar needs a terminal; in logs (CI, nohup, pipes) the console line carries the ETA instead
@@ -79,6 +78,25 @@ class Tracker:
 
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                              file=sys.stderr, leave=True)
+
+    def _init_wandb(self, project: str, experiment: str, config: dict[str, Any], mode: str, timeout_s: float) -> Any:
+        """wandb.init with a bounded wait; an online run that cannot reach its server continues offline."""
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        kwargs = dict(project=project, name=experiment, dir=str(self.run_dir), config=config,
+                      id=_wandb_id(self.run_dir, experiment), resume="allow")
+        try:
+            return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout_s), **kwargs)
+        except Exception as e:  # noqa: BLE001 - CommError (no network), UsageError (no API key), ...
+            if mode != "online":
+                raise
+            detail = " ".join(str(e).split())[:300]
+            print(f"[tracking] WARNING: wandb could not start online within {timeout_s:g} s ({type(e).__name__}: "
+                  f"{detail}); logging to wandb offline instead (upload later with `wandb sync "
+                  f"{self.run_dir / 'wandb'}`)", file=sys.stderr, flush=True)
+            wandb.teardown()  # the service still holds the failed online run's id
+            return wandb.init(mode="offline", **kwargs)
 
     @property
     def wandb_dir(self) -> str | None:
@@ -123,6 +141,13 @@ class Tracker:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def wandb_mode_from_env(configured: str) -> str:
+    """The wandb mode in effect: the WANDB_MODE environment variable when set (how wandb users switch it on a
+    machine without network), else the configured one. wandb's older names map to ours."""
+    env = os.environ.get("WANDB_MODE", "").strip()
+    return {"dryrun": "offline", "run": "online"}.get(env, env) or configured
 
 
 def _fmt_duration(s: float) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from zerosearch.algos import make_kl_controller
 from zerosearch.config.schema import ZeroSearchConfig
-from zerosearch.config.validate import check_world_size, eval_engine_configured
+from zerosearch.config.validate import check_world_size, eval_engine_configured, preflight
 from zerosearch.data.prompts import encode_row_prompt
 from zerosearch.data.qa import QARow, load_qa
 from zerosearch.reward import run_scorer
@@ -34,8 +34,8 @@ from zerosearch.generation.types import SamplingParams
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.factory import build_search_engine
 from zerosearch.search.probe import probe_search
-from zerosearch.trainer import validation
-from zerosearch.trainer.checkpoint import CheckpointManager
+from zerosearch.trainer import guards, validation
+from zerosearch.trainer.checkpoint import CheckpointError, CheckpointManager, verify
 from zerosearch.trainer.core import batch_metrics, compute_advantages, token_level_scores
 from zerosearch.trainer.data_loader import PromptLoader
 from zerosearch.trainer.dispatch import WorkerGroupEngine, mean_metrics, run_sharded, shard_batch
@@ -66,7 +66,9 @@ class Trainer:
         self.cfg = cfg
         self._log = log
         self.t_start = time.time()
-        # Fail fast, before any model loads: every search server the run will call answers as configured.
+        # Fail fast, before any model loads: writable folders and API keys (local, instant), then every search
+        # server the run will call answers as configured (one real call each).
+        preflight(cfg)
         train_files, val_files = _data_files(cfg)
         probe_search(cfg, validation=bool(val_files) and eval_engine_configured(cfg.search), log=log)
         self.search_watchdog = SearchWatchdog(cfg.search.max_fallback_share, cfg.search.max_bad_search_steps,
@@ -74,6 +76,8 @@ class Trainer:
         self.device = resolve_device(cfg.trainer.device)
         self.run_dir = Path(cfg.trainer.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last_k)
+        resume_from = self._select_checkpoint()
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or cfg.model.path,
@@ -91,6 +95,8 @@ class Trainer:
         self.use_critic = cfg.algorithm.adv_estimator == "gae"
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
+        for rank in range(self.group.world_size):
+            self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)")
         self.train_search = build_search_engine(cfg, role="train")
         self.eval_search = build_search_engine(cfg, role="eval") if eval_engine_configured(cfg.search) else None
         if self.eval_search is None and self.val_items:  # the original's command line names no evaluation engine
@@ -106,15 +112,14 @@ class Trainer:
         a = cfg.algorithm
         self.kl_ctrl = make_kl_controller(a.kl_ctrl, a.kl_coef, a.kl_target, a.kl_horizon)
         self.loader = PromptLoader(self.train_items, cfg.data.train_batch_size, cfg.trainer.seed, cfg.data.shuffle)
-        self.ckpt = CheckpointManager(self.run_dir, cfg.trainer.keep_last_k)
         self.step = 0
         self.skip_streak = 0  # training steps in a row that skipped a non-finite update (_count_skips)
         self.initial_val: dict[str, Any] | None = None
         self.final_val: dict[str, Any] | None = None
-        self._resume()
+        self._resume(resume_from)
         self.tracker = Tracker(cfg.logging.backends, self.run_dir, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                _config_dict(cfg), cfg.trainer.total_steps, self.step, cfg.logging.wandb_mode,
-                               cfg.logging.progress_bar)
+                               cfg.logging.progress_bar, cfg.logging.wandb_init_timeout_s)
         self._log = self.tracker.write
 
     # ------------------------------------------------------------------ set-up helpers
@@ -150,23 +155,29 @@ class Trainer:
             self._log(f"[data] skipped {msg}")
         return items
 
-    def _resume(self) -> None:
+    def _select_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint to resume from, verified, before anything heavy starts (None: start at step 0)."""
         mode = self.cfg.trainer.resume
         removed = self.ckpt.clean_partial()
         for p in removed:
             self._log(f"[checkpoint] removed the partial checkpoint {p} (its run died while writing it)")
         if mode == "disable":
-            return
-        path = self.ckpt.latest() if mode == "auto" else Path(mode)
-        if path is None:
-            return
-        if not (path / "trainer_state.json").exists():
-            raise FileNotFoundError(f"trainer.resume={mode}: {path} is not a complete checkpoint")
-        state = CheckpointManager.read_state(path)
+            return None
+        if mode == "auto":
+            found = self.ckpt.resumable(self._log)  # the newest that verifies; refuses a folder of bad ones
+            if found is None:
+                return None
+            path, state = found
+        else:
+            path = Path(mode)
+            try:
+                state = verify(path)
+            except CheckpointError as e:
+                raise CheckpointError(f"trainer.resume={mode}: {e}") from None
         mine, theirs = run_fingerprint(self.cfg), state.get("fingerprint", {})
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
-            raise ValueError(
+            raise CheckpointError(
                 f"trainer.resume={mode}: the checkpoint {path} belongs to a different run ("
                 + "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {mine.get(k)!r}" for k in differ)
                 + "). Use another trainer.output_dir / EXPERIMENT_NAME for a new run, or trainer.resume=disable "
@@ -174,6 +185,12 @@ class Trainer:
         if int(state["step"]) >= self.cfg.trainer.total_steps:
             self._log(f"[checkpoint] {path} is at step {state['step']} of {self.cfg.trainer.total_steps}: the run "
                       "is complete; validating and exporting it again")
+        return path, state
+
+    def _resume(self, found: tuple[Path, dict[str, Any]] | None) -> None:
+        if found is None:
+            return
+        path, state = found
         self.group.call("load_checkpoint", str(path / "workers"))
         self.step = int(state["step"])
         self.loader.load_state_dict(state["loader"])
@@ -281,6 +298,8 @@ class Trainer:
         m.update(batch_metrics(batch))
         m.update(trajectory_metrics(trajs))
         m.update(search_m)  # search/noise_prob: what the engine drew with
+        for line in guards.check_step(m, cfg.trainer.guards, cfg.rollout.max_total_length, step):
+            self._log(line)
         m["timing_s/step"] = time.perf_counter() - t0
         m["training/epoch"] = float(self.loader.epoch)
         return m

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import ray
 import torch
@@ -18,6 +19,33 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from zerosearch.config.schema import ZeroSearchConfig
+from zerosearch.utils.errors import RunError
+
+
+class WorkerDiedError(RunError):
+    """A rank's process or node died; the message names the rank, its node and what it was doing."""
+
+
+_DEATH = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
+# how long a rank's failure waits for Ray to declare a peer dead (a lost node takes its health-check period,
+# about 15 s by default) so the error names the cause, not the echo
+DEATH_GRACE_S = 40.0
+
+
+def _first_death(pending: list[Any], timeout_s: float) -> tuple[Any, BaseException] | None:
+    """The first of `pending` whose actor turns out dead within `timeout_s`, with its error; else None."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(pending)
+    while pending and (left := deadline - time.monotonic()) > 0:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except _DEATH as e:
+                return ref, e
+            except Exception:  # noqa: BLE001 - another echo of the same failure
+                continue
+    return None
 
 
 def _free_port() -> int:
@@ -35,6 +63,10 @@ class RankWorker:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.policy: Any = None
         self.critic: Any = None
+
+    def where(self) -> tuple[str, str, int]:
+        """(Ray node id, node IP, process id) of this rank: the placement that is logged at start."""
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()
 
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
@@ -131,12 +163,14 @@ class WorkerGroup:
 
     def __init__(self, cfg: ZeroSearchConfig, resources: Resources, model_path: str | None, with_critic: bool):
         self.resources = resources
+        self._dead = False
         n = resources.world_size
         bundle = {"CPU": resources.cpus_per_worker}
         if resources.device == "cuda":
             bundle["GPU"] = 1
-        # PACK keeps ranks on as few nodes as possible (NCCL inside a node is fastest)
-        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy="PACK")
+        # PACK (the default) keeps ranks on as few nodes as possible (NCCL inside a node is fastest); SPREAD
+        # puts them on different nodes (trainer.placement_strategy)
+        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=cfg.trainer.placement_strategy)
         ray.get(self.pg.ready(), timeout=300)
         actor_cls = ray.remote(RankWorker)
         env = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(resources.cpus_per_worker)}
@@ -149,8 +183,9 @@ class WorkerGroup:
             ).remote(cfg, i, n, resources.device, resources.cpus_per_worker)
             for i in range(n)
         ]
+        self.placement: list[tuple[str, str, int]] = ray.get([w.where.remote() for w in self.workers])
         addr, port = ray.get(self.workers[0].master_address.remote())
-        ray.get([w.init.remote(addr, port, model_path, with_critic) for w in self.workers])
+        self._gather([w.init.remote(addr, port, model_path, with_critic) for w in self.workers], "init")
 
     @property
     def world_size(self) -> int:
@@ -158,7 +193,39 @@ class WorkerGroup:
 
     def call(self, method: str, *args: Any) -> list[Any]:
         """Call `method(*args)` on every rank; results in rank order."""
-        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+        return self._gather([getattr(w, method).remote(*args) for w in self.workers], method)
+
+    def describe(self, rank: int) -> str:
+        node, ip, pid = self.placement[rank]
+        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid})"
+
+    def _gather(self, refs: list[Any], method: str) -> list[Any]:
+        """Results in rank order; a rank that died (its process or its node) raises WorkerDiedError naming it
+        as soon as Ray knows, instead of waiting on the ranks still blocked in a collective with it."""
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(ready[0])
+            except _DEATH as e:
+                self._died(refs.index(ready[0]), method, e)
+            except ray.exceptions.RayTaskError as e:
+                # a collective whose peer died fails on the survivors first ("connection closed by peer"), before
+                # Ray has declared the peer dead (seconds, or a node's health-check period): name the dead rank
+                dead = _first_death(pending, DEATH_GRACE_S)
+                if dead is None:
+                    raise
+                first = str(e).strip().splitlines()[-1][:200]
+                self._died(refs.index(dead[0]), method, dead[1],
+                           f" (rank {refs.index(ready[0])} then failed: {first})")
+        return ray.get(refs)
+
+    def _died(self, rank: int, method: str, e: BaseException, also: str = "") -> NoReturn:
+        self._dead = True
+        reason = " ".join(str(e).split())[:300]
+        raise WorkerDiedError(
+            f"{self.describe(rank)} died during {method}: {reason}{also}. The run stops; the last complete "
+            "checkpoint is kept: run the same command again to continue from it (trainer.resume=auto).") from None
 
     def scatter(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
         """Call `method(shard_i, *args)` on rank i."""
@@ -168,11 +235,12 @@ class WorkerGroup:
         """Call `method(*per_rank_args[i])` on rank i."""
         if len(per_rank_args) != len(self.workers):
             raise ValueError(f"{len(per_rank_args)} argument sets for {len(self.workers)} workers")
-        return ray.get([getattr(w, method).remote(*a) for w, a in zip(self.workers, per_rank_args)])
+        return self._gather([getattr(w, method).remote(*a) for w, a in zip(self.workers, per_rank_args)], method)
 
     def shutdown(self) -> None:
         try:
-            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+            if not self._dead:  # after a lost rank the others may be stuck in a collective: kill them at once
+                ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
         except Exception:  # noqa: BLE001 - best effort; the actors are killed next
             pass
         for w in self.workers:
