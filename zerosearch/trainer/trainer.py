@@ -213,7 +213,9 @@ class Trainer:
         with timed(m, "rollout"):
             trajs = self.train_loop.run(items, r.n, params, step=step - 1)
         failpoint("after_rollout", step)
-        m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
+        lt = self.train_loop.timing
+        m["timing_s/gen"], m["timing_s/search"] = lt["gen"], lt["search"]
+        m["rollout/engine_idle_share"] = lt["engine_idle_share"]  # share of the rollout's wall time not generating
         with timed(m, "reward"):
             scored = [self.score_fn(t.response_text, t.item.golden_answers) for t in trajs]
             batch = collate_trajectories(trajs, self.pad_id)
