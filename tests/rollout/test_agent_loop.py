@@ -47,7 +47,7 @@ def _loop_cfg(**kw) -> RolloutConfig:
                               "max_total_length": 512, **kw})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: test_agent_loop_async.py reuses it without fitting again
 def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("agent_loop")
     corpus = root / "corpus.jsonl"

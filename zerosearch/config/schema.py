@@ -93,6 +93,10 @@ class RolloutConfig:
         "its trajectory; for engines that serve concurrent calls: HTTP simulators, retrieval, web) | batch (the "
         "searches of one generate call in one search() call: the in-process simulator)")
     async_max_searches: int = cfg_field(64, "async, unit request: search() calls in flight at once (threads)")
+    engine_log_probs_as_old: bool = cfg_field(
+        False, "exactly on-policy steps only (actor.ppo_epochs=1, actor.ppo_mini_batch_size=data.train_batch_size): "
+        "use the engine's log-probs as old_log_prob and skip the trainer's old-log-prob pass (the PPO ratio then "
+        "starts at exp(trainer - engine) instead of 1; rollout/log_prob_diff and actor/entropy are not logged)")
 
 
 @dataclass

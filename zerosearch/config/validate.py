@@ -106,6 +106,10 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("rollout.async_groups", r.async_groups, allow_zero=True)
     c.positive("rollout.async_batch_wait_s", r.async_batch_wait_s, allow_zero=True)
     c.positive("rollout.async_max_searches", r.async_max_searches)
+    if r.engine_log_probs_as_old and (ac.ppo_epochs != 1 or ac.ppo_mini_batch_size != d.train_batch_size):
+        c.fail("rollout.engine_log_probs_as_old", True, "only for exactly on-policy steps: needs actor.ppo_epochs=1 "
+               f"(is {ac.ppo_epochs}) and actor.ppo_mini_batch_size = data.train_batch_size "
+               f"({ac.ppo_mini_batch_size} vs {d.train_batch_size})")
 
     # --- search
     c.choice("search.mode", s.mode, SEARCH_MODES)

@@ -224,10 +224,13 @@ class Trainer:
             m[f"critic/{key}/mean"] = sum(d[key] for _, d in scored) / len(scored)
         group_ids = [t.item.row_id for t in trajs]
         with timed(m, "old_log_prob"):
-            out = run_sharded(self.group, "compute_log_prob", batch)
-            batch["old_log_prob"] = out["old_log_prob"]
-            mask = batch["response_mask"]
-            m["actor/entropy"] = float((out["entropy"] * mask).sum() / mask.sum().clamp(min=1))
+            if r.engine_log_probs_as_old:  # exactly on-policy (validated): the engine's log-probs are the old policy's
+                batch["old_log_prob"] = batch.pop("rollout_log_probs")
+            else:
+                out = run_sharded(self.group, "compute_log_prob", batch)
+                batch["old_log_prob"] = out["old_log_prob"]
+                mask = batch["response_mask"]
+                m["actor/entropy"] = float((out["entropy"] * mask).sum() / mask.sum().clamp(min=1))
         if cfg.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward:
             with timed(m, "ref"):
                 batch["ref_log_prob"] = run_sharded(self.group, "compute_ref_log_prob", batch)["ref_log_prob"]
