@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default="instant,fixed200,tail")
     ap.add_argument("--groups", type=int, default=0, help="rollout.async_groups (0 = auto)")
     ap.add_argument("--agent-steps", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores; 1 by default: on shared cores, OpenMP threads spinning against other jobs slow every op up to tenfold)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import torch

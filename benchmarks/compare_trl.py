@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--ours-workers", type=int, default=1, help="trainer.cpu_workers of our side")
     ap.add_argument("--ours-override", action="append", default=[], help="extra override for our side")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per side (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per side (0 = all cores; 1 by default: our Ray workers run with OMP_NUM_THREADS=1, and on shared cores OpenMP threads spinning against other jobs slow every op up to tenfold)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--side", choices=("ours", "trl"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--assets", default=None, help=argparse.SUPPRESS)
