@@ -9,7 +9,7 @@ measured max |diff| ~1e-7 here, asserted < 1e-5), and the sampled ids still agre
 draws from its own seeded generator.
 
 The world (an SFT'd tiny model with scripted good and bad turns, real BM25 search) is
-tests/rollout/test_agent_loop.py's; sampling at temperature 1 makes the trajectories differ in length,
+tests/rollout/agent_world.py's (shared with test_agent_loop.py); sampling at temperature 1 makes the trajectories differ in length,
 searches and stop reasons. The search engine here is the real BM25 engine behind a delay per query, so
 searches return out of order and the asynchronous driver really interleaves.
 """
@@ -29,7 +29,7 @@ from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.turns import union_seconds
 from zerosearch.search.types import SearchEngine, SearchRequest, SearchResult
 
-from test_agent_loop import _items, _loop_cfg, world  # noqa: F401  (the module-scoped fixture)
+from agent_world import _items, _loop_cfg  # the world fixture: conftest.py
 
 PROMPTS = ["Q1 search then answer?", "Q2 answer at once?", "Q3 unclosed tag?", "Q4 empty query?",
            "Q5 tags in query?", "Q6 search twice?"]
