@@ -93,6 +93,8 @@ def run_ours(a: dict, args, out: Path) -> dict:
     step_s = [r["timing_s/step"] for r in rows]
     toks = [r["response_length/mean"] * args.prompts * args.group for r in rows]
     stages = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("timing_s/")}
+    # engine vs trainer log-probs of the same tokens: the mismatch rollout.engine_log_probs_as_old would accept
+    stages.update({k: max(r[k] for r in rows) for k in rows[0] if k.startswith("rollout/log_prob_diff")})
     return {"step_s": step_s, "tokens": toks, "stages": stages}
 
 
@@ -245,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
            for s in runs}
     stages = runs["ours"][-1]["stages"]
     if stages:
-        print("ours, stage medians of the last run (s): " + ", ".join(f"{k[9:]} {v:.3f}" for k, v in sorted(stages.items())))
+        print("ours, stage medians of the last run (s): " + ", ".join(
+            f"{k[9:]} {v:.3f}" for k, v in sorted(stages.items()) if k.startswith("timing_s/")))
+        if "rollout/log_prob_diff_max" in stages:
+            print(f"ours, engine vs trainer log-prob |diff| (max over the run's steps): mean "
+                  f"{stages['rollout/log_prob_diff_mean']:.2e}, max {stages['rollout/log_prob_diff_max']:.2e}")
     for s in ("ours", "trl"):
         print(f"{s:4s} median: {med[s]['steps_per_s']:.3f} optimizer steps/s | {med[s]['tokens_per_s']:.0f} generated "
               f"tokens/s | peak RSS {med[s]['peak_rss_mib']:.0f} MiB")
