@@ -11,6 +11,7 @@ import json
 import torch
 
 from zerosearch.config.schema import RolloutConfig
+from zerosearch.generation.hf_engine import HFEngine
 from zerosearch.rollout.actions import parse_action
 from zerosearch.rollout.types import PromptItem
 from zerosearch.search.formatting import format_observation
