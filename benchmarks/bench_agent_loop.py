@@ -14,7 +14,7 @@ simulated-search client (`SimulatedSearchEngine`, HTTP chat transport) against a
     tail       200 ms, and 1 s for 10% of the requests (chosen by a hash of the request: the same ones
                are slow in both loops)
 
-Per scenario, after one warm-up rollout per loop (the asynchronous one learns the search latency there),
+Per scenario, after one warm-up rollout per loop,
 `--repeats` rollouts per loop, alternating which goes first, the same seeds for both: with per-trajectory
 seeds both loops produce the same trajectories (checked: `identical` counts those with equal ids), so they
 do the same work. Printed per loop: median rollout wall time, engine idle share, searches/s; and the
@@ -146,7 +146,7 @@ def run_scenario(name: str, model_dir: Path, world, args) -> dict:
     ratios = [a["rollout"] / s["rollout"] for a, s in zip(rows["async"], rows["sync"])]
     return {"scenario": name, "sync": med["sync"], "async": med["async"], "ratio_async_over_sync": statistics.median(ratios),
             "ratios": ratios, "identical_trajectories": identical, "trajectories": total,
-            "async_groups_used": loops["async"]._scheduler.groups() if loops["async"]._scheduler else None}
+            "async_groups": args.groups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scenarios", default="instant,fixed200,tail")
-    ap.add_argument("--groups", type=int, default=0, help="rollout.async_groups (0 = auto)")
+    ap.add_argument("--groups", type=int, default=1, help="rollout.async_groups")
     ap.add_argument("--agent-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores; 1 by default: on shared cores, OpenMP threads spinning against other jobs slow every op up to tenfold)")
     ap.add_argument("--json", default=None)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{x['generate_calls']:.0f} generate calls")
         print(f"{name:9s} async/sync wall: {r['ratio_async_over_sync']:.3f} (per repeat "
               f"{', '.join(f'{v:.3f}' for v in r['ratios'])}) | identical trajectories "
-              f"{r['identical_trajectories']}/{r['trajectories']} | async groups {r['async_groups_used']}", flush=True)
+              f"{r['identical_trajectories']}/{r['trajectories']} | async groups {r['async_groups']}", flush=True)
     print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -82,9 +82,9 @@ class RolloutConfig:
         "end", "after an end-of-sequence without <search>/<answer>: end (stop reason eos) | continue (the original "
         "ZeroSearch: an invalid action, the notice is appended and the trajectory goes on)")
     async_groups: int = cfg_field(
-        0, "async: a generate call takes at most ceil(live trajectories / groups) of the ready ones, so one group's "
-        "searches run while another generates; 0 = auto (2 once searches were seen to take >= 20% of a generate "
-        "call, else 1)")
+        1, "async: a generate call takes at most ceil(live trajectories / groups) of the ready ones; 2+ lets one "
+        "group's searches run while another generates, which pays only where half a batch generates in about half "
+        "the time (compute-bound engines); on CPU at toy sizes 1 was fastest (docs/PERFORMANCE.md)")
     async_batch_wait_s: float = cfg_field(
         0.02, "async: with searches in flight, wait up to this long for more trajectories to become ready before "
         "starting a generate call smaller than a group")

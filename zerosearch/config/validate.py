@@ -103,7 +103,7 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.choice("rollout.mode", r.mode, ("sync", "async"))
     c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
     c.choice("rollout.async_search_unit", r.async_search_unit, ("auto", "request", "batch"))
-    c.positive("rollout.async_groups", r.async_groups, allow_zero=True)
+    c.positive("rollout.async_groups", r.async_groups)
     c.positive("rollout.async_batch_wait_s", r.async_batch_wait_s, allow_zero=True)
     c.positive("rollout.async_max_searches", r.async_max_searches)
     if r.engine_log_probs_as_old and (ac.ppo_epochs != 1 or ac.ppo_mini_batch_size != d.train_batch_size):

@@ -49,7 +49,7 @@ class AgentLoop:
                                             if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id}))
         self._invalid_ids = tokenizer.encode(cfg.invalid_action_text, add_special_tokens=False)
         self.timing: dict[str, float] = {}
-        self._scheduler: Any = None  # the async driver, made on first use (it learns search latency across runs)
+        self._scheduler: Any = None  # the async driver, made on first use
 
     def run(self, items: Sequence[PromptItem], n: int, params: SamplingParams, *, step: int = 0,
             noise_prob: float | None = None) -> list[Trajectory]:

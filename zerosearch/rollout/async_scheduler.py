@@ -5,9 +5,9 @@ idles while any search runs. Here the main thread owns the engine and the search
 
   * a trajectory whose search returned is *ready* and goes back to generation while others still wait;
   * a generate call takes the ready trajectories (longest waiting first), at most ceil(live / groups) of
-    them: with 2 groups one half's searches run while the other half generates, which hides a fixed
-    search latency behind generation (`rollout.async_groups`, 0 = auto: 2 once the previous rollout's
-    searches took >= 20% of a generate call, else 1, which costs nothing when searches are instant);
+    them (`rollout.async_groups`, default 1): with 2 groups one half's searches run while the other half
+    generates, which hides a fixed search latency behind generation where half a batch generates in about
+    half the time; on CPU at toy sizes it does not (benchmarks/bench_agent_loop.py), so 1 is the default;
   * with searches in flight and fewer ready trajectories than a group, it waits up to
     `rollout.async_batch_wait_s` for more before starting a call (results of one wave arrive together;
     a call for the first of them alone would make the rest wait a whole call);
@@ -36,10 +36,6 @@ from zerosearch.generation.types import GenerationEngine, SamplingParams
 from zerosearch.rollout.turns import RolloutTiming, TurnRules, is_live, union_seconds
 from zerosearch.search.types import SearchEngine, SearchRequest, SearchResult
 
-# auto groups: split the ready set once a search takes at least this share of a generate call
-_SPLIT_AT_LATENCY_RATIO = 0.2
-
-
 def resolve_search_unit(cfg: RolloutConfig, search: SearchEngine) -> str:
     """`request` or `batch` for `rollout.async_search_unit` (auto: batch for the in-process simulator, whose
     one model generates a whole batch at once and must not be called from several threads)."""
@@ -64,18 +60,19 @@ class AsyncScheduler:
     def __init__(self, engine: GenerationEngine, search: SearchEngine, cfg: RolloutConfig):
         self.engine, self.search, self.cfg = engine, search, cfg
         self.unit = resolve_search_unit(cfg, search)
-        # mean search() call time / mean generate() call time of the previous rollout (auto groups)
-        self.latency_ratio: float | None = None
+        if cfg.async_groups < 1:
+            raise ValueError(f"rollout.async_groups={cfg.async_groups}: must be >= 1")
+        # kept across rollouts: starting threads anew for every rollout showed as overhead with instant searches
+        workers = cfg.async_max_searches if self.unit == "request" else 1
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zerosearch-rollout-search")
 
-    def groups(self) -> int:
-        if self.cfg.async_groups > 0:
-            return self.cfg.async_groups
-        return 2 if self.latency_ratio is not None and self.latency_ratio >= _SPLIT_AT_LATENCY_RATIO else 1
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, rules: TurnRules, trajs: Sequence, params: SamplingParams) -> RolloutTiming:
         cfg = self.cfg
         timing = RolloutTiming()
-        groups = self.groups()
+        groups = cfg.async_groups
         ready: deque[int] = deque(range(len(trajs)))
         inflight: set[Future] = set()
         intervals: list[tuple[float, float]] = []
@@ -99,8 +96,7 @@ class AsyncScheduler:
         def n_live() -> int:
             return sum(1 for t in trajs if is_live(t))
 
-        workers = cfg.async_max_searches if self.unit == "request" else 1
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zerosearch-rollout-search")
+        pool = self.pool
         try:
             while ready or inflight:
                 self._gather(ready, inflight, harvest, lambda: math.ceil(n_live() / groups))
@@ -132,13 +128,12 @@ class AsyncScheduler:
                     inflight.update(pool.submit(call, [i], [r]) for i, r in zip(rows, requests))
                 elif requests:
                     inflight.add(pool.submit(call, rows, requests))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # never leave a search of this rollout running into the next (after an error in generate)
+            for fut in inflight:
+                fut.cancel()
+            wait(inflight)
         timing.gen, timing.generate_calls = sum(gen_calls), len(gen_calls)
         timing.search = union_seconds(intervals)
-        if gen_calls and intervals:
-            mean_search = sum(b - a for a, b in intervals) / len(intervals)
-            self.latency_ratio = mean_search / (timing.gen / len(gen_calls))
         return timing
 
     def _gather(self, ready: deque, inflight: set[Future], harvest, group_size) -> None:
