@@ -88,6 +88,29 @@ class RolloutConfig:
     enforce_eager: bool = cfg_field(False, "vllm: disable CUDA graphs / compilation (faster start, slower decode)")
     log_prob_check: bool = cfg_field(
         True, "log rollout/log_prob_diff: engine log-probs vs the trainer's recomputation (catches stale weights)")
+    mode: str = cfg_field(
+        "async", "sync: every live trajectory generates, then the turn's searches go out together | async: each "
+        "trajectory goes back to generation as soon as its own search returned (same ids for the same seeds; "
+        "docs/PERFORMANCE.md 'Asynchronous rollout')")
+    on_eos_without_action: str = cfg_field(
+        "end", "after an end-of-sequence without <search>/<answer>: end (stop reason eos) | continue (the original "
+        "ZeroSearch: an invalid action, the notice is appended and the trajectory goes on)")
+    async_groups: int = cfg_field(
+        1, "async: a generate call takes at most ceil(live trajectories / groups) of the ready ones; 2+ lets one "
+        "group's searches run while another generates, which pays only where half a batch generates in about half "
+        "the time (compute-bound engines); on CPU at toy sizes 1 was fastest (docs/PERFORMANCE.md)")
+    async_batch_wait_s: float = cfg_field(
+        0.02, "async: with searches in flight, wait up to this long for more trajectories to become ready before "
+        "starting a generate call smaller than a group")
+    async_search_unit: str = cfg_field(
+        "auto", "async: auto (batch for the in-process simulator, else request) | request (each search its own search() call on a thread pool: a slow request delays only "
+        "its trajectory; for engines that serve concurrent calls: HTTP simulators, retrieval, web) | batch (the "
+        "searches of one generate call in one search() call: the in-process simulator)")
+    async_max_searches: int = cfg_field(64, "async, unit request: search() calls in flight at once (threads)")
+    engine_log_probs_as_old: bool = cfg_field(
+        False, "exactly on-policy steps only (actor.ppo_epochs=1, actor.ppo_mini_batch_size=data.train_batch_size): "
+        "use the engine's log-probs as old_log_prob and skip the trainer's old-log-prob pass (the PPO ratio then "
+        "starts at exp(trainer - engine) instead of 1; rollout/log_prob_diff and actor/entropy are not logged)")
 
 
 @dataclass

@@ -290,6 +290,16 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.choice("rollout.observation_layout", r.observation_layout, LAYOUT_CHOICES)
     c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
     c.positive("rollout.tensor_parallel_size", r.tensor_parallel_size)
+    c.choice("rollout.mode", r.mode, ("sync", "async"))
+    c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
+    c.choice("rollout.async_search_unit", r.async_search_unit, ("auto", "request", "batch"))
+    c.positive("rollout.async_groups", r.async_groups)
+    c.positive("rollout.async_batch_wait_s", r.async_batch_wait_s, allow_zero=True)
+    c.positive("rollout.async_max_searches", r.async_max_searches)
+    if r.engine_log_probs_as_old and (ac.ppo_epochs != 1 or ac.ppo_mini_batch_size != d.train_batch_size):
+        c.fail("rollout.engine_log_probs_as_old", True, "only for exactly on-policy steps: needs actor.ppo_epochs=1 "
+               f"(is {ac.ppo_epochs}) and actor.ppo_mini_batch_size = data.train_batch_size "
+               f"({ac.ppo_mini_batch_size} vs {d.train_batch_size})")
 
     # --- search
     c.choice("search.mode", s.mode, SEARCH_MODES)
@@ -314,6 +324,9 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
         c.fail("search.simulation.servers", sim.servers, "needs at least one host[:port] for an HTTP transport")
     if uses_sim and sim.transport == "inprocess" and not sim.model_path:
         c.fail("search.simulation.model_path", sim.model_path, "the inprocess transport needs the simulator's model folder")
+    if uses_sim and sim.transport == "inprocess" and r.mode == "async" and r.async_search_unit == "request":
+        c.fail("rollout.async_search_unit", r.async_search_unit, "the inprocess simulator generates one search() "
+               "call at a time: use batch (or auto) with search.simulation.transport=inprocess")
     if check_paths and uses_sim and sim.model_path:
         c.path("search.simulation.model_path", sim.model_path, what="simulator model folder")
     c.choice("search.retrieval.method", s.retrieval.method, ("bm25", "dense"))

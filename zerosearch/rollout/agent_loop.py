@@ -1,33 +1,35 @@
 """The multi-turn agent loop over token ids: generate -> parse action -> search -> append observation.
 
-For a batch of prompts x n samples, each turn:
-  1. every live trajectory generates until `</search>`, `</answer>` or end-of-sequence (engine stop
-     strings / ids), keeping the sampled ids and their log-probs;
+For a batch of prompts x n samples, each trajectory, turn after turn:
+  1. generates until `</search>`, `</answer>` or end-of-sequence (engine stop strings / ids), keeping the
+     sampled ids and their log-probs;
   2. its action is parsed: a search, an answer, or an invalid action (which gets a short corrective
      observation and is counted);
-  3. the rows that searched are sent to the search engine *together*, each query tied to its row;
-  4. each result is formatted within `max_obs_length` tokens and appended as ids with loss mask 0.
+  3. a search is sent to the search engine, tied to its row;
+  4. the result is formatted within `max_obs_length` tokens and appended as ids with loss mask 0.
 After `max_turns` turns a final turn must answer: a search there is not sent (the original still sent
 those requests and threw the results away). A trajectory that would outgrow `max_total_length` ends
 cleanly, marked truncated; the prompt (and so the question) is never cut.
+
+Those rules are `turns.TurnRules`, written once. Two drivers apply them (`rollout.mode`):
+  sync   every live trajectory generates in one call, then the turn's searches go out together, then
+         the next turn starts (the engine idles while the slowest search of the turn runs);
+  async  `async_scheduler.AsyncScheduler`: a trajectory whose search returned goes back to generation
+         while others still wait; the engine generates for whatever trajectories are ready.
+With per-trajectory seeds both give every trajectory the same ids, masks and stop reasons (log-probs
+bitwise when the engine computes each sequence on its own; tests/rollout/test_agent_loop_async.py).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any, Sequence
 
 from zerosearch.config.schema import RolloutConfig
-from zerosearch.rollout.actions import STOP_STRINGS, parse_action
 from zerosearch.generation.types import GenerationEngine, SamplingParams
+from zerosearch.rollout.turns import RolloutTiming, TurnRules, is_live, turn_params
 from zerosearch.rollout.types import PromptItem, Trajectory
-from zerosearch.search.formatting import format_observation
 from zerosearch.search.types import SearchEngine, SearchRequest
-from zerosearch.utils.seeding import stable_seed
-
-# the smallest observation worth appending: tags plus a few tokens of text
-_MIN_OBS_TOKENS = 16
 
 
 class AgentLoop:
@@ -37,7 +39,7 @@ class AgentLoop:
         engine: generates turns (HF, vLLM, or a proxy over Ray workers).
         search: answers searches (simulated in training, real at evaluation).
         tokenizer: the agent's tokenizer (decodes turns, encodes observations).
-        cfg: the rollout section of the run config (budgets, texts; `zerosearch.config.schema.RolloutConfig`).
+        cfg: the rollout section of the run config (budgets, texts, mode; `zerosearch.config.schema.RolloutConfig`).
     """
 
     def __init__(self, engine: GenerationEngine, search: SearchEngine, tokenizer: Any, cfg: RolloutConfig):
@@ -45,11 +47,9 @@ class AgentLoop:
         self.stop_token_ids = tuple(sorted({i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
                                                         tokenizer.convert_tokens_to_ids("<|im_end|>"))
                                             if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id}))
-        self._invalid_ids = self._encode(cfg.invalid_action_text)
+        self._invalid_ids = tokenizer.encode(cfg.invalid_action_text, add_special_tokens=False)
         self.timing: dict[str, float] = {}
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        self._scheduler: Any = None  # the async driver, made on first use
 
     def run(self, items: Sequence[PromptItem], n: int, params: SamplingParams, *, step: int = 0,
             noise_prob: float | None = None) -> list[Trajectory]:
@@ -59,95 +59,57 @@ class AgentLoop:
             params: sampling of every turn (stop strings and ids are added here).
             step: training step, passed to the search engine (curriculum noise).
             noise_prob: force this noise probability (validation at fixed noise); None = curriculum.
+
+        After the call, `timing` holds gen / search / rollout seconds and the engine's idle share.
         """
         cfg = self.cfg
-        params = replace(params, max_new_tokens=cfg.max_response_length, stop_token_ids=self.stop_token_ids,
-                         stop_strings=STOP_STRINGS)
-        trajs = [Trajectory(prompt_ids=list(it.prompt_ids), item=it, sample_index=k) for it in items for k in range(n)]
-        for t in trajs:
-            if len(t.prompt_ids) >= cfg.max_total_length:
-                raise ValueError(f"prompt of row {t.item.row_id!r} has {len(t.prompt_ids)} tokens, not below "
-                                 f"rollout.max_total_length={cfg.max_total_length}: raise the budget or drop the row")
+        rules = TurnRules(cfg, self.tokenizer, self._invalid_ids, step, noise_prob)
+        trajs = rules.start(items, n, cfg.max_total_length)
+        params = turn_params(params, cfg, self.stop_token_ids)
+        t0 = time.perf_counter()
+        if cfg.mode == "async":
+            if self._scheduler is None:
+                from zerosearch.rollout.async_scheduler import AsyncScheduler
+
+                self._scheduler = AsyncScheduler(self.engine, self.search, cfg)
+            timing = self._scheduler.run(rules, trajs, params)
+        elif cfg.mode == "sync":
+            timing = self._run_sync(rules, trajs, params)
+        else:
+            raise ValueError(f"rollout.mode={cfg.mode!r}: must be sync or async")
+        timing.rollout = time.perf_counter() - t0
+        rules.finish(trajs)
+        self.timing = timing.as_dict()
+        return trajs
+
+    def _run_sync(self, rules: TurnRules, trajs: list[Trajectory], params: SamplingParams) -> RolloutTiming:
+        """Turn by turn: all live trajectories generate together, then all their searches go out together."""
+        timing = RolloutTiming()
         live = list(range(len(trajs)))
-        t_gen = t_search = 0.0
-        for turn in range(cfg.max_turns + 1):
-            final = turn == cfg.max_turns
-            caps = [min(cfg.max_response_length, cfg.max_total_length - len(trajs[i])) for i in live]
-            gen_rows = [i for i, c in zip(live, caps) if c > 0]
-            for i, c in zip(live, caps):
-                if c <= 0:
-                    self._end(trajs[i], "context_budget", truncated=True)
+        while live:
+            caps = {i: rules.generation_cap(trajs[i]) for i in live}
+            gen_rows = [i for i in live if caps[i] > 0]
             if not gen_rows:
                 break
-            # one seed per trajectory and turn: its sample depends on nothing else in the batch
-            seeds = None if params.seed is None else [stable_seed(params.seed, trajs[i].uid, turn) for i in gen_rows]
+            seeds = None if params.seed is None else [rules.seed(params, trajs[i]) for i in gen_rows]
             t0 = time.perf_counter()
             outs = self.engine.generate([trajs[i].prompt_ids + trajs[i].response_ids for i in gen_rows], params,
-                                        [c for c in caps if c > 0], seeds)
-            t_gen += time.perf_counter() - t0
+                                        [caps[i] for i in gen_rows], seeds)
+            timing.gen += time.perf_counter() - t0
+            timing.generate_calls += 1
             searching: list[int] = []
             requests: list[SearchRequest] = []
-            next_live: list[int] = []
             for i, out in zip(gen_rows, outs):
-                t = trajs[i]
-                t.extend(out.token_ids, 1, out.log_probs)
-                t.stats.turns += 1
-                text = self.tokenizer.decode(out.token_ids)
-                action, cut = parse_action(text, cfg.max_query_chars)
-                t.stats.query_chars_cut += cut
-                if action.kind == "answer":
-                    t.stats.answered = True
-                    self._end(t, "answer")
-                elif out.finish_reason == "stop" and out.stop not in STOP_STRINGS:
-                    self._end(t, "eos")  # ended the sequence without answering
-                elif final:
-                    self._end(t, "no_answer_at_final_turn")
-                elif action.kind == "search":
+                req = rules.after_generation(trajs[i], out)
+                if req is not None:
                     searching.append(i)
-                    requests.append(SearchRequest(
-                        query=action.content, row_id=t.uid, question=t.item.question,
-                        golden_answers=tuple(t.item.golden_answers), data_source=t.item.data_source, step=step,
-                        turn=t.stats.searches, noise_prob=noise_prob))
-                elif out.finish_reason == "length" and len(t) >= cfg.max_total_length:
-                    self._end(t, "context_budget", truncated=True)
-                else:  # invalid: a cut-off turn, a malformed tag, an empty query
-                    t.stats.invalid_actions += 1
-                    if self._append_observation(t, self._invalid_ids):
-                        next_live.append(i)
+                    requests.append(req)
             if requests:
                 t0 = time.perf_counter()
                 results = self.search.search(requests)
-                t_search += time.perf_counter() - t0
+                timing.search += time.perf_counter() - t0
+                timing.searches += len(requests)
                 for i, res in zip(searching, results):
-                    t = trajs[i]
-                    t.stats.searches += 1
-                    t.search_has_answer.append(res.has_answer(t.item.golden_answers))
-                    budget = min(cfg.max_obs_length, cfg.max_total_length - len(t) - 1)
-                    if budget < _MIN_OBS_TOKENS:
-                        self._end(t, "context_budget", truncated=True)
-                        continue
-                    obs = self._encode(format_observation(res.documents, self._encode, budget))
-                    if self._append_observation(t, obs):
-                        next_live.append(i)
-            live = sorted(next_live)
-            if not live:
-                break
-        for i in live:  # only reachable if the loop ran out of turns with rows still live
-            self._end(trajs[i], "max_turns", truncated=True)
-        for t in trajs:
-            t.response_text = self.tokenizer.decode(t.response_ids)
-        self.timing = {"gen": t_gen, "search": t_search}
-        return trajs
-
-    def _append_observation(self, t: Trajectory, ids: list[int]) -> bool:
-        """Append environment ids (mask 0); end the trajectory instead if they would not fit."""
-        if len(t) + len(ids) >= self.cfg.max_total_length:
-            self._end(t, "context_budget", truncated=True)
-            return False
-        t.extend(ids, 0)
-        return True
-
-    @staticmethod
-    def _end(t: Trajectory, reason: str, truncated: bool = False) -> None:
-        t.stats.stop_reason = reason
-        t.stats.truncated = truncated
+                    rules.after_search(trajs[i], res)
+            live = [i for i in gen_rows if is_live(trajs[i])]
+        return timing

@@ -263,7 +263,9 @@ class Trainer:
         search_m = self.train_search.pop_metrics()
         # before any update: a step that stops the run leaves the model as the previous step left it
         self.search_watchdog.observe(step, search_m, lambda good: self._keep_checkpoint(good, loader_state))
-        m["timing_s/gen"], m["timing_s/search"] = self.train_loop.timing["gen"], self.train_loop.timing["search"]
+        lt = self.train_loop.timing
+        m["timing_s/gen"], m["timing_s/search"] = lt["gen"], lt["search"]
+        m["rollout/engine_idle_share"] = lt["engine_idle_share"]  # share of the rollout's wall time not generating
         with timed(m, "reward"):
             scored = [self.score_fn(t.response_text, t.item.golden_answers) for t in trajs]
             batch = collate_trajectories(trajs, self.pad_id)
@@ -272,10 +274,13 @@ class Trainer:
             m[f"critic/{key}/mean"] = sum(d[key] for _, d in scored) / len(scored)
         group_ids = [t.item.row_id for t in trajs]
         with timed(m, "old_log_prob"):
-            out = run_sharded(self.group, "compute_log_prob", batch)
-            batch["old_log_prob"] = out["old_log_prob"]
-            mask = batch["response_mask"]
-            m["actor/entropy"] = float((out["entropy"] * mask).sum() / mask.sum().clamp(min=1))
+            if r.engine_log_probs_as_old:  # exactly on-policy (validated): the engine's log-probs are the old policy's
+                batch["old_log_prob"] = batch.pop("rollout_log_probs")
+            else:
+                out = run_sharded(self.group, "compute_log_prob", batch)
+                batch["old_log_prob"] = out["old_log_prob"]
+                mask = batch["response_mask"]
+                m["actor/entropy"] = float((out["entropy"] * mask).sum() / mask.sum().clamp(min=1))
         if cfg.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward:
             with timed(m, "ref"):
                 batch["ref_log_prob"] = run_sharded(self.group, "compute_ref_log_prob", batch)["ref_log_prob"]
