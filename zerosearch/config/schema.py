@@ -74,9 +74,6 @@ class RolloutConfig:
         "inside the answer tags. I will try again.\n",
         "observation appended after a turn that neither searched nor answered (must hold no complete answer-tag "
         "pair: the reward would read it as the trajectory's answer)")
-    on_eos_without_action: str = cfg_field(
-        "end", "a turn that ends the sequence (EOS) without a <search> or <answer>: end (the trajectory ends) | "
-        "continue (the invalid-action notice is appended and the trajectory goes on, as the original)")
     observation_layout: str = cfg_field(
         "search_r1", "how documents are written in <information>: search_r1 (Doc i(Title: t) text) | simulated "
         "(a simulator's Doc i: text as it wrote them) | google (Doc i: {title}{snippet}) | wiki (Doc i: text) | "

@@ -288,7 +288,6 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
                f"must exceed data.max_prompt_length ({d.max_prompt_length}) to leave room for a response")
     c.prob("rollout.gpu_memory_utilization", r.gpu_memory_utilization)
     c.choice("rollout.observation_layout", r.observation_layout, LAYOUT_CHOICES)
-    c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
     c.positive("rollout.tensor_parallel_size", r.tensor_parallel_size)
     c.choice("rollout.mode", r.mode, ("sync", "async"))
     c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
