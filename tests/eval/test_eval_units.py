@@ -14,6 +14,7 @@ from zerosearch.data.qa import QARow
 from zerosearch.eval import report, store
 from zerosearch.eval.launch import to_argv
 from zerosearch.eval.rescore import rescore
+from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.eval.scoring import RowResult
 from zerosearch.eval.subsets import BENCHMARKS, parse_datasets, resolve_dataset, select_subset, subset_positions
 from zerosearch.config.launch_keys import LaunchError
@@ -145,12 +146,14 @@ def test_report_layout_and_compare(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- launcher
 def test_eval_launcher_maps_keys(tmp_path):
-    (tmp_path / "m").mkdir()
+    make_tiny_model(tmp_path / "m")  # MODEL_PATH is checked: a model folder with weights and a tokenizer
     argv = to_argv(["MODEL_PATH", str(tmp_path / "m"), "OUTPUT_DIR", str(tmp_path / "o"), "DATASETS", "nq,bamboogle",
                     "LIMIT", "5", "METHODS", "agent,rag", "SEARCH_ENGINE", "wiki", "TOPK", "3", "rollout.max_turns=2"])
     assert argv[:4] == ["--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]
     assert argv[4:10] == ["--datasets", "nq,bamboogle", "--limit", "5", "--methods", "agent,rag"]
-    assert argv[10:] == ["search.eval_engine=retrieval", "search.topk=3", "rollout.max_turns=2"]
+    # SEARCH_ENGINE wiki without RETRIEVAL_URL or CORPUS_PATH: ZeroSearch's retriever, as for training
+    assert argv[10:] == ["search.eval_engine=retrieval", "search.topk=3", "search.retrieval.protocol=zerosearch",
+                         "rollout.max_turns=2"]
     with pytest.raises(LaunchError, match="OUTPUT_DIR is required"):
         to_argv(["MODEL_PATH", str(tmp_path / "m")])
     with pytest.raises(LaunchError, match="did you mean LIMIT"):

@@ -160,7 +160,8 @@ def test_the_seed_command_line_runs(tmp_path):
     from zerosearch.search.sim_prompts import PromptSet
 
     sft = PromptSet.load("simulate_sft")
-    for body in chats:
+    assert probes[0]["messages"][0] == {"role": "system", "content": ""}  # the probe sends what the engine sends
+    for body in (b for b in chats if b not in probes):  # the agent's searches
         system, user = body["messages"]
         assert system == {"role": "system", "content": ""} and user["role"] == "user"
         assert user["content"].startswith("You are the Google search engine.\nGiven a query, you need to generate "

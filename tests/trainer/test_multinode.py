@@ -26,13 +26,11 @@ import time
 from pathlib import Path
 
 import pytest
-from trainer_fixtures import make_assets, run_overrides
+from trainer_fixtures import make_assets, metrics_by_step, run_overrides
 
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
-VOLATILE = ("timing_s/", "search/latency", "search/cache_hits", "search/generations", "val/search/latency",
-            "val/search/cache_hits", "val/search/generations")
 
 
 def _free_port() -> int:
@@ -117,12 +115,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _metrics(run: Path) -> dict[int, dict[str, float]]:
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
-    return out
+_metrics = metrics_by_step
 
 
 def _placement(text: str) -> dict[int, str]:

@@ -15,12 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from trainer_fixtures import make_assets, run_overrides
+from trainer_fixtures import make_assets, metrics_by_step, run_overrides
 
-# operational metrics that legitimately differ between runs (wall times, cache state after a restart)
-VOLATILE = ("timing_s/", "search/latency", "search/cache_hits", "search/generations", "search/deadline",
-            "search/server_skips", "search/retries", "val/search/latency", "val/search/cache_hits",
-            "val/search/generations")
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +33,7 @@ def _run(overrides: list[str], failpoint: str | None = None) -> subprocess.Compl
                           text=True, timeout=900)
 
 
-def _by_step(run: Path) -> dict[int, dict[str, float]]:
-    """The last metrics line of each step (a resumed run repeats the steps after its checkpoint)."""
-    out: dict[int, dict[str, float]] = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
-    return out
+_by_step = metrics_by_step
 
 
 def _overrides(assets, out: Path) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_fixtures import make_assets, run_overrides
+from trainer_fixtures import make_assets, run_overrides, teach_to_search
 
 from zerosearch.config.store import compose_config, to_structured
 from zerosearch.config.validate import validate_config
@@ -17,7 +17,12 @@ from zerosearch.config.validate import validate_config
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory):
-    return make_assets(tmp_path_factory.mktemp("e2e"))
+    from zerosearch.data.qa import load_qa
+
+    a = make_assets(tmp_path_factory.mktemp("e2e"))
+    # an agent that searches at every step, so every step has the engine's own noise draws to check
+    teach_to_search(a["agent"], [r.question for r in load_qa(a["train"])])
+    return a
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,8 +68,10 @@ def test_grpo_run_logs_reward_and_losses_every_step(grpo_run, capfd):
             assert math.isfinite(r[key]), (key, r[key])
         assert r["actor/grad_norm"] > 0 and r["actor/skipped_steps"] == 0  # the update really happened
         assert 0.0 <= r["critic/score/mean"] <= 1.0 and r["actor/entropy"] > 0
-    # curriculum: 0 at the first step, END_THRESHOLD at the last
+    # the curriculum as the engine drew it (no longer written by the trainer): 0 at the first step,
+    # END_THRESHOLD at the last; the share of documents drawn noisy follows (none at step 1)
     assert rows[0]["search/noise_prob"] == 0.0 and rows[-1]["search/noise_prob"] == pytest.approx(0.5)
+    assert rows[0]["search/noise_share"] == 0.0 and all(r["search/requests"] > 0 for r in rows)
     # engine log-probs agree with the trainer's recomputation (weights were synced after every update)
     assert max(r["rollout/log_prob_diff_max"] for r in rows) < 1e-3
 

@@ -8,6 +8,25 @@ from zerosearch.testing.tiny_models import TinySpec, build_model, build_tokenize
 from zerosearch.toy.world import build_world
 
 
+# operational metrics that legitimately differ between two runs of the same training (wall times and shares
+# of them, cache state after a restart); everything else must be equal to the last digit on CPU
+VOLATILE = ("timing_s/", "search/latency", "search/cache_hits", "search/generations", "search/deadline",
+            "search/server_skips", "search/retries", "val/search/latency", "val/search/cache_hits",
+            "val/search/generations", "rollout/engine_idle_share")
+
+
+def metrics_by_step(run: Path) -> dict[int, dict[str, float]]:
+    """The last metrics.jsonl line of each step (a resumed run repeats the steps after its checkpoint),
+    without the VOLATILE keys: what two runs of the same training must agree on."""
+    import json
+
+    out: dict[int, dict[str, float]] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
+    return out
+
+
 def make_assets(root: Path) -> dict[str, Path]:
     """World files, an agent model and a simulator model (random weights, the world's tokenizer)."""
     world = build_world(n_sft=20, n_rl=40, n_test=5, questions_per_test_country=3, seed=3)

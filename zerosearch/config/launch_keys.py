@@ -157,15 +157,22 @@ def check_paths(pairs: dict[str, str]) -> None:
                               "scripts/download_assets.sh fetches models)")
 
 
-def build_overrides(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> list[str]:
-    out = [f"algorithm={algorithm}", "experiment=zerosearch"]
+def config_overrides(pairs: dict[str, str], keys: dict[str, Key] | None = None) -> list[str]:
+    """The config overrides of KEY value pairs (training's and evaluation's launchers share them)."""
+    keys = KEYS if keys is None else keys
+    out: list[str] = []
     for key, value in pairs.items():
-        out.extend(KEYS[key].to_overrides(value))
+        out.extend(keys[key].to_overrides(value))
     if "wiki" in (pairs.get("SEARCH_MODE"), pairs.get("SEARCH_ENGINE")) and not (
             {"RETRIEVAL_URL", "CORPUS_PATH"} & set(pairs)):
         # the original's wiki engine is ZeroSearch's retriever ({"query", "top_k"} at 127.0.0.1:6002); with a
         # RETRIEVAL_URL (Search-R1's server) or a CORPUS_PATH (a local index) those are meant instead
         out.append("search.retrieval.protocol=zerosearch")
+    return out
+
+
+def build_overrides(algorithm: str, pairs: dict[str, str], overrides: list[str]) -> list[str]:
+    out = [f"algorithm={algorithm}", "experiment=zerosearch", *config_overrides(pairs)]
     if "EXPERIMENT_NAME" not in pairs:
         model = os.path.basename(os.path.normpath(pairs.get("MODEL_PATH", "model")))
         out.append(f"trainer.experiment_name={model}_{algorithm}_{pairs.get('SEARCH_MODE', 'simulate_sft')}")

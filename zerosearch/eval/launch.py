@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from zerosearch.config.launch_keys import EVAL_KEYS, KEYS, LaunchError, check_paths, known_keys_text, parse_args
+from zerosearch.config.launch_keys import (
+    EVAL_KEYS, KEYS, LaunchError, check_paths, config_overrides, known_keys_text, parse_args)
 
 ALL_KEYS = {**KEYS, **EVAL_KEYS}
 
@@ -27,9 +28,10 @@ def to_argv(argv: list[str]) -> list[str]:
         if key not in pairs:
             raise LaunchError(f"{key} is required (MODEL_PATH: the model to evaluate; OUTPUT_DIR: the results folder)")
     out = ["--model", pairs.pop("MODEL_PATH"), "--out", pairs.pop("OUTPUT_DIR")]
-    config: list[str] = []
     for key, value in pairs.items():
-        (out if key in EVAL_KEYS else config).extend(ALL_KEYS[key].to_overrides(value))
+        if key in EVAL_KEYS:
+            out.extend(EVAL_KEYS[key].to_overrides(value))
+    config = config_overrides({k: v for k, v in pairs.items() if k not in EVAL_KEYS})  # as training maps them
     return out + config + overrides
 
 
