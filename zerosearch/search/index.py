@@ -225,9 +225,18 @@ class LocalIndex(ABC):
     def __len__(self) -> int:
         return len(self.store)
 
-    @abstractmethod
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        """Top-k hits per query, best first."""
+        """Top-k hits per query, best first (k is capped at the corpus size; no query or k = 0: no hits)."""
+        if not queries:
+            return []
+        k = max(0, min(int(k), len(self.store)))
+        if k == 0:
+            return [[] for _ in queries]
+        return self._search(queries, k)
+
+    @abstractmethod
+    def _search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """`search` for 1 <= k <= corpus size and at least one query."""
 
     def close(self) -> None:
         self.store.close()
@@ -308,13 +317,8 @@ class BM25Index(LocalIndex):
         tokenizer.load_vocab(str(index_dir))
         return {"retriever": retriever, "tokenizer": tokenizer}
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+    def _search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-k (document, score) per query, best first; documents scoring 0 (no query word) are left out."""
-        if not queries:
-            return []
-        k = max(0, min(int(k), len(self.store)))
-        if k == 0:
-            return [[] for _ in queries]
         # update_vocab=False never mutates the tokenizer, so concurrent searches are safe. Words not in the
         # corpus are dropped; a query left with no word (or only the empty token) matches nothing.
         empty = self.tokenizer.word_to_id.get("")
@@ -375,12 +379,7 @@ class DenseIndex(LocalIndex):
         faiss = require("faiss", "retrieval method=dense")
         return {"faiss_index": faiss.read_index(str(index_dir / "index.faiss")), "encoder": cls._encoder(settings)}
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        if not queries:
-            return []
-        k = max(0, min(int(k), len(self.store)))
-        if k == 0:
-            return [[] for _ in queries]
+    def _search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         emb = self.encoder.encode([self.query_prefix + q for q in queries], batch_size=64,
                                   normalize_embeddings=True, convert_to_numpy=True,
                                   show_progress_bar=False).astype(np.float32)
