@@ -155,14 +155,8 @@ class PolicyWorker:
     # ------------------------------------------------------------------ state
     def state_dicts(self) -> dict[str, Any]:
         """Sharded model and optimizer state (for torch.distributed.checkpoint) plus the scheduler."""
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_sd, optim_sd = get_state_dict(self.actor, self.optimizer)
-        return {"model": model_sd, "optim": optim_sd, "scheduler": self.scheduler.state_dict()}
+        return fsdp.training_state(self.actor, self.optimizer, self.scheduler)
 
     def load_state_dicts(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-
-        set_state_dict(self.actor, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        fsdp.load_training_state(self.actor, self.optimizer, self.scheduler, state)
         self.sync_rollout_weights()

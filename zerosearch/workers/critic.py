@@ -68,13 +68,7 @@ class CriticWorker:
                           n=self.cfg.rollout.n, world_size=self.world_size, device=self.device)
 
     def state_dicts(self) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_sd, optim_sd = get_state_dict(self.critic, self.optimizer)
-        return {"model": model_sd, "optim": optim_sd, "scheduler": self.scheduler.state_dict()}
+        return fsdp.training_state(self.critic, self.optimizer, self.scheduler)
 
     def load_state_dicts(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-
-        set_state_dict(self.critic, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        fsdp.load_training_state(self.critic, self.optimizer, self.scheduler, state)

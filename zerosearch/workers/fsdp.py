@@ -184,3 +184,20 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
     return float(norm)
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """A role's sharded model and optimizer state (for torch.distributed.checkpoint) plus its scheduler."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optim": optim_sd, "scheduler": scheduler.state_dict()}
+
+
+def load_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        state: dict[str, Any]) -> None:
+    """Load what `training_state` returned (after torch.distributed.checkpoint filled it in)."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    scheduler.load_state_dict(state["scheduler"])
