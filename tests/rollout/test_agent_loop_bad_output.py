@@ -125,3 +125,15 @@ def test_tags_inside_a_query_never_reach_the_search_engine(world):
     finally:
         del search.search
     assert seen == ["capital of Alvora"] and t.stats.searches == 1
+
+
+@pytest.mark.parametrize("layout, doc", [("search_r1", "Doc 1(Title: Alvora) The capital of Alvora is Bemtis."),
+                                         ("wiki", "Doc 1: Alvora\nThe capital of Alvora is Bemtis."),
+                                         ("auto", "Doc 1: Alvora\nThe capital of Alvora is Bemtis.")])
+def test_the_observation_is_written_in_the_configured_layout(world, layout, doc):
+    """rollout.observation_layout reaches the agent's context; "auto" takes the answering engine's own (a
+    retrieval index answers as the original's wiki engine: `Doc i: <title line>\n<text>`)."""
+    t, _, _, tok = _run(world, ["<search> capital of Alvora </search>", "<answer> Bemtis </answer>"],
+                        max_obs_length=200, observation_layout=layout)
+    hidden = tok.decode([i for i, m in zip(t.response_ids, t.response_mask) if m == 0])
+    assert hidden == f"\n\n<information>{doc}</information>\n\n", hidden
