@@ -90,6 +90,7 @@ def test_auto_resume_refuses_a_checkpoint_of_another_run(assets, reference, tmp_
     assert "belongs to a different run" in err and "trainer.seed: checkpoint 7, now 8" in err
 
 
+@pytest.mark.slow  # about a minute: CI runs it through .ci/run's slow pass
 def test_a_killed_rank_stops_the_run_naming_it_and_resume_continues(assets, reference, tmp_path):
     """SIGKILL one rank's process mid-run (as a crashed worker or a lost machine): the driver exits within
     60 s with one error line naming the rank, its node and pid, and the same command continues the run."""

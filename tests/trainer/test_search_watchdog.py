@@ -99,6 +99,7 @@ def test_a_share_out_of_range_names_the_key(share):
 
 
 # ------------------------------------------------------------------------------------------- a real run
+@pytest.mark.slow  # about 40 s; the watchdog's logic is in the unit tests above; CI runs this in its slow pass
 def test_a_run_whose_simulation_server_stops_answering_stops_at_the_third_bad_step(tmp_path):
     """Step 1 gets documents; from step 2 on the server's answers parse into nothing (empty_output
     fallbacks). Steps 2, 3, 4 are bad: the run stops at step 4 before its update, with a checkpoint of
