@@ -17,7 +17,7 @@ import hashlib
 import json
 import sys
 
-from zerosearch.testing.stub_server import StubSimServer
+from zerosearch.testing.stub_server import StubSimServer, serve_forever
 
 
 class LatencyServer(StubSimServer):
@@ -51,16 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     srv = LatencyServer(args.latency, args.tail_share, args.tail_latency, topk=args.topk, reply=args.reply,
                         host=args.host, port=args.port)
-
-    async def run() -> None:
-        await srv._start()
-        print(f"PORT {srv.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(srv)
     return 0
 
 

@@ -332,6 +332,21 @@ class StubSimServer:
             await asyncio.sleep(self.trickle_s)
 
 
+def serve_forever(srv: "StubSimServer") -> None:
+    """Serve `srv` in this process until interrupted, printing `PORT <n>` once listening (how a parent process
+    learns the port of `--port 0`)."""
+
+    async def run() -> None:
+        await srv._start()
+        print(f"PORT {srv.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -350,16 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             pass
     srv = StubSimServer(args.mode, reply=args.reply, topk=args.topk, host=args.host, port=args.port,
                         record=False)
-
-    async def run() -> None:
-        await srv._start()
-        print(f"PORT {srv.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(srv)
 
 
 if __name__ == "__main__":
