@@ -98,7 +98,7 @@ class SFTRunner:
         self.total_steps, self.batch_size, self.grad_clip = total_steps, batch_size, grad_clip
         self.max_length, self.seed = max_length, seed
         self.device = torch.device(device)
-        self.optimizer = build_optimizer(model.parameters(), lr, weight_decay)
+        self.optimizer = build_optimizer(model.parameters(), lr, weight_decay, fused=False)
         self.scheduler = build_scheduler(self.optimizer, total_steps, warmup_steps, schedule, min_lr_ratio)
 
     def train(self, examples: Sequence[SFTExample] | Callable[[int], Sequence[SFTExample]],

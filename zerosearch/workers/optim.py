@@ -9,8 +9,17 @@ import torch
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, betas=betas, weight_decay=weight_decay)
+                    betas: tuple[float, float] = (0.9, 0.999), fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters.
+
+    fused: the fused kernel (one pass over each tensor for all of Adam's updates instead of a dozen foreach
+        ops): on CPU it cut the optimizer step of a 25 M model from 0.16 to 0.04 s (docs/PERFORMANCE.md); on
+        CUDA it is the kernel FSDP2 trainers use by default. The update is the same AdamW up to float
+        round-off (tests/workers/test_optim.py). The SFT loops pass False: the toy world's fitted models
+        (and the tests that read their behaviour) were made with the foreach kernel.
+    """
+    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, betas=betas, weight_decay=weight_decay,
+                             fused=fused)
 
 
 def warmup_steps(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
