@@ -96,6 +96,12 @@ class RolloutConfig:
         1, "async: a generate call takes at most ceil(live trajectories / groups) of the ready ones; 2+ lets one "
         "group's searches run while another generates, which pays only where half a batch generates in about half "
         "the time (compute-bound engines); on CPU at toy sizes 1 was fastest (docs/PERFORMANCE.md)")
+    async_batching: str = cfg_field(
+        "auto", "async: how the engine batches ready trajectories | continuous (sequences join and leave the "
+        "running batch between decode steps: a finished turn's search goes out at once, a returned one joins "
+        "the next step; the HF and vLLM engines in this process) | call (whole generate calls over the ready "
+        "trajectories; the only way through the trainer's Ray workers) | auto (continuous where the engine "
+        "offers it, else call)")
     async_batch_wait_s: float = cfg_field(
         0.02, "async: with searches in flight, wait up to this long for more trajectories to become ready before "
         "starting a generate call smaller than a group")
@@ -305,6 +311,9 @@ class TrainerConfig:
     n_gpus_per_node: int = cfg_field(1, "NUM_GPUS_PER_NODE: GPUs (= workers) per node on GPU")
     nnodes: int = cfg_field(1, "nodes in the Ray cluster")
     cpu_workers: int = cfg_field(2, "worker processes on CPU (FSDP2 over gloo)")
+    cpu_threads_per_worker: int = cfg_field(
+        1, "torch / OpenMP threads of each CPU worker (its Ray CPU share); with fewer workers than cores, more "
+        "threads use the rest: 1 worker x 2 threads was the fastest 25 M step on 2 cores (docs/PERFORMANCE.md)")
     ray_address: Optional[str] = cfg_field(None, "join this Ray cluster (e.g. auto or head:6379); None = start a local one")
     seed: int = cfg_field(1, "SEED: seeds data order, sampling, curriculum draws and initialisation")
     project_name: str = cfg_field("zerosearch", "tracking project")

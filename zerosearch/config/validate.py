@@ -293,6 +293,7 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.choice("rollout.on_eos_without_action", r.on_eos_without_action, ("end", "continue"))
     c.choice("rollout.async_search_unit", r.async_search_unit, ("auto", "request", "batch"))
     c.positive("rollout.async_groups", r.async_groups)
+    c.choice("rollout.async_batching", r.async_batching, ("auto", "continuous", "call"))
     c.positive("rollout.async_batch_wait_s", r.async_batch_wait_s, allow_zero=True)
     c.positive("rollout.async_max_searches", r.async_max_searches)
     if r.engine_log_probs_as_old and (ac.ppo_epochs != 1 or ac.ppo_mini_batch_size != d.train_batch_size):
@@ -404,6 +405,7 @@ def validate_config(cfg: ZeroSearchConfig, *, check_paths: bool = True) -> ZeroS
     c.positive("trainer.n_gpus_per_node", t.n_gpus_per_node)
     c.positive("trainer.nnodes", t.nnodes)
     c.positive("trainer.cpu_workers", t.cpu_workers)
+    c.positive("trainer.cpu_threads_per_worker", t.cpu_threads_per_worker)
     c.positive("trainer.keep_last_k", t.keep_last_k)
     c.positive("trainer.max_consecutive_skips", t.max_consecutive_skips, allow_zero=True)
     for i, p in enumerate(t.val_noise_levels):

@@ -155,7 +155,7 @@ class Resources:
         t = cfg.trainer
         if device == "cuda":
             return cls("cuda", t.n_gpus_per_node * t.nnodes, 1)
-        return cls("cpu", t.cpu_workers, 1)
+        return cls("cpu", t.cpu_workers, t.cpu_threads_per_worker)
 
 
 class WorkerGroup:
