@@ -24,7 +24,7 @@ from typing import Sequence
 import pytest
 
 from zerosearch.generation.hf_engine import HFEngine
-from zerosearch.generation.types import SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationStream, SamplingParams
 from zerosearch.rollout.agent_loop import AgentLoop
 from zerosearch.rollout.turns import union_seconds
 from zerosearch.search.types import SearchEngine, SearchRequest, SearchResult
@@ -65,11 +65,12 @@ def _delay(req: SearchRequest) -> float:
     return 0.15 if req.row_id.endswith("#0") else 0.01
 
 
+@pytest.mark.parametrize("batching", ["call", "continuous"])
 @pytest.mark.parametrize("micro_batch_size", [1, 64])
-def test_async_equals_sync_for_the_same_seeds(world, micro_batch_size):
+def test_async_equals_sync_for_the_same_seeds(world, micro_batch_size, batching):
     sync, t_sync = _rollout(world, "sync", DelayedSearch(world["search"], _delay), micro_batch_size)
     delayed = DelayedSearch(world["search"], _delay)
-    asyn, t_async = _rollout(world, "async", delayed, micro_batch_size, async_groups=2)
+    asyn, t_async = _rollout(world, "async", delayed, micro_batch_size, async_groups=2, async_batching=batching)
     assert [t.uid for t in asyn] == [t.uid for t in sync]
     kinds = {t.stats.stop_reason for t in sync}
     assert len(kinds) >= 2 and sum(t.stats.searches for t in sync) >= 4  # a varied batch, not one behaviour
@@ -88,6 +89,78 @@ def test_async_equals_sync_for_the_same_seeds(world, micro_batch_size):
     for t in (t_sync, t_async):
         assert 0.0 <= t["engine_idle_share"] <= 1.0 and t["gen"] > 0 and t["search"] > 0
         assert t["rollout"] >= t["gen"]
+
+
+class NoStream(GenerationEngine):
+    """The HF engine behind the plain `GenerationEngine` interface: whole generate calls, no stream (as the
+    trainer's Ray worker group)."""
+
+    def __init__(self, inner: HFEngine):
+        self.inner = inner
+
+    def generate(self, prompts, params, max_new_tokens=None, seeds=None):
+        return self.inner.generate(prompts, params, max_new_tokens, seeds)
+
+    def update_weights(self, state_dict):
+        self.inner.update_weights(state_dict)
+
+
+class LoggedStream(GenerationStream):
+    """The HF engine's stream, logging when each sequence came out (to order it against search starts)."""
+
+    def __init__(self, inner: GenerationStream, log: list):
+        self.inner, self.log = inner, log
+
+    def add(self, key, prompt, max_new_tokens, seed=None):
+        self.inner.add(key, prompt, max_new_tokens, seed)
+
+    def step(self):
+        out = self.inner.step()
+        self.log += [("finished", key, time.perf_counter()) for key, _ in out]
+        return out
+
+    @property
+    def active(self):
+        return self.inner.active
+
+    def close(self):
+        self.inner.close()
+
+
+def test_continuous_batching_sends_a_search_before_the_longest_turn_ends(world):
+    """With continuous batching a trajectory's search goes out the step its turn ends, while longer first
+    turns of other trajectories are still decoding (a generate call would hold it until the longest ends)."""
+    log: list = []
+
+    class Logged(HFEngine):
+        def open_stream(self, params):
+            return LoggedStream(super().open_stream(params), log)
+
+    engine = Logged(world["engine"].model, world["tok"])
+    search = DelayedSearch(world["search"], lambda r: 0.0)
+    loop = AgentLoop(engine, search, world["tok"], _loop_cfg(mode="async", async_batching="auto"))
+    trajs = loop.run(_items(world["tok"], PROMPTS), 3, SamplingParams(temperature=1.0, seed=11))
+    first_turn_end = {}
+    for event, key, t in log:
+        first_turn_end.setdefault(trajs[key].uid, t)
+    first_search = min(t for event, _, t in search.log if event == "start")
+    assert first_search < max(first_turn_end.values())
+    # one engine step per decode step: at least as many as the most tokens one trajectory generated
+    assert loop.timing["generate_calls"] >= max(sum(t.response_mask) for t in trajs)
+
+
+def test_continuous_batching_needs_an_engine_with_a_stream(world):
+    engine = NoStream(world["engine"])
+    loop = AgentLoop(engine, world["search"], world["tok"], _loop_cfg(mode="async", async_batching="continuous"))
+    with pytest.raises(ValueError, match="rollout.async_batching=continuous"):
+        loop.run(_items(world["tok"], PROMPTS[:1]), 1, SamplingParams(temperature=0.0))
+    # auto falls back to whole generate calls, with the same trajectories as the stream gives
+    auto = AgentLoop(engine, world["search"], world["tok"], _loop_cfg(mode="async", async_batching="auto"))
+    stream = AgentLoop(world["engine"], world["search"], world["tok"], _loop_cfg(mode="async"))
+    a = auto.run(_items(world["tok"], PROMPTS), 2, SamplingParams(temperature=1.0, seed=3))
+    b = stream.run(_items(world["tok"], PROMPTS), 2, SamplingParams(temperature=1.0, seed=3))
+    assert [t.response_ids for t in a] == [t.response_ids for t in b]
+    assert auto.timing["generate_calls"] < stream.timing["generate_calls"]
 
 
 def test_async_generates_while_a_slow_search_is_in_flight(world):

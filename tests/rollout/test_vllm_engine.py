@@ -180,3 +180,37 @@ def test_per_sequence_seeds_make_samples_independent_of_the_batch(engine, prompt
     assert any(a.token_ids != o.token_ids for a, o in zip(whole, other))  # the seed matters
     with pytest.raises(ValueError, match="seeds has 2 entries for 3 prompts"):
         engine.generate(prompts[:3], params, seeds=[1, 2])
+
+
+def test_stream_equals_generate_for_the_same_seeds(engine, prompts):
+    """Continuous batching through vLLM's own scheduler (`open_stream`: `LLMEngine.add_request` / `step`):
+    sequences that join while others decode, with per-sequence seeds, get the ids, finish reasons and stop
+    strings of `generate`, and log-probs to float round-off."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, stop_strings=("e ",))
+    seeds = [50 + i for i in range(len(prompts))]
+    caps = [24, 5, 24, 12, 24, 1, 24][:len(prompts)]
+    ref = engine.generate(prompts, params, caps, seeds)
+    stream = engine.open_stream(params)
+    outs: dict = {}
+    k = step = 0
+    while k < len(prompts) or stream.active:
+        if k < len(prompts) and step % 2 == 0:  # one more sequence joins every other step
+            stream.add(k, prompts[k], caps[k], seeds[k])
+            k += 1
+        for key, out in stream.step():
+            assert key not in outs
+            outs[key] = out
+        step += 1
+    assert sorted(outs) == list(range(len(prompts)))
+    assert {o.finish_reason for o in ref} == {"stop", "length"}
+    for i, r in enumerate(ref):
+        assert outs[i].token_ids == r.token_ids, i
+        assert (outs[i].finish_reason, outs[i].stop) == (r.finish_reason, r.stop), i
+        assert outs[i].log_probs == pytest.approx(r.log_probs, abs=1e-5), i
+    # an abandoned stream aborts its requests: the engine's next call is served as if it never ran
+    stream = engine.open_stream(params)
+    stream.add("x", prompts[0], 20, 1)
+    stream.step()
+    stream.close()
+    assert stream.active == 0 and not engine.llm.llm_engine.has_unfinished_requests()
+    assert engine.generate(prompts[:1], params, [24], seeds[:1])[0].token_ids == ref[0].token_ids

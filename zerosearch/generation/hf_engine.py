@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from zerosearch.generation.sampler import StopChecker, sample_batch
-from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.sampler import ContinuousBatch, StopChecker, sample_batch
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.seeding import stable_seed
 
 
@@ -78,3 +78,13 @@ class HFEngine(GenerationEngine):
             for i, o in zip(idx, outs):
                 results[i] = o
         return results  # type: ignore[return-value]
+
+    def open_stream(self, params: SamplingParams) -> GenerationStream:
+        """Continuous batching on the same sampler (`sampler.ContinuousBatch`), at most `micro_batch_size`
+        sequences decoding at once; a sequence's cap is min(params.max_new_tokens, its own)."""
+        stops = self._stop_checkers.setdefault(params.stop_strings, StopChecker(self.tokenizer, params.stop_strings))
+        return ContinuousBatch(
+            self.model, self.tokenizer, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            stop_token_ids=params.stop_token_ids, stop_checker=stops, generator=self._generator, pad_id=self.pad_id,
+            max_batch=self.micro_batch_size, max_new_tokens=params.max_new_tokens)
+

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from zerosearch.generation.types import GenerationOutput
+from zerosearch.generation.types import GenerationOutput, GenerationStream
 
 
 def filter_logits(scaled: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
@@ -176,3 +176,175 @@ def sample_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
         logits = model(input_ids=ids[:, None].to(dev), attention_mask=attn, position_ids=cur_pos[:, None],
                        past_key_values=cache, use_cache=True).logits[:, -1, :]
     return outs
+
+
+class ContinuousBatch(GenerationStream):
+    """Continuous batching over the same KV-cache sampler: sequences join and leave between decode steps.
+
+    `sample_batch` serves a fixed set of rows: every row of a call waits for the call's longest. Here each
+    `step()` decodes one token for every running sequence, returns the ones that finished (they leave the
+    batch and the cache at once), and admits the sequences `add`ed since the last step (one prefill for
+    all of them, merged into the running cache). With row seeds a sequence draws exactly the uniforms it
+    would draw in `sample_batch`, so its ids match the batched sampler's (log-probs to float round-off:
+    the padding around it differs).
+
+    Admission: a prefill is a forward pass of its own, so joining one sequence at a time would cost a forward
+    per arrival. Queued sequences join when nothing is running, when they number at least `admit_share` of
+    the running batch, or when the oldest has waited `admit_wait_steps` steps (a sequence that waits still
+    draws the same tokens: only its start moves).
+
+    Cache layout: every running row is right-aligned at the newest position, padded on the left, with a
+    (B, T) attention mask; merging pads the shorter side on the left, and columns that are padding in every
+    row are trimmed when rows leave, so the cache stays as long as the longest running context.
+
+    Args:
+        max_batch: running sequences at most (the HF engine's micro-batch size); more wait in the queue.
+        max_new_tokens: a cap on every sequence, over the one passed to `add` (the stream's sampling params).
+        admit_share, admit_wait_steps: the admission rule above (0 / 0: admit at every step).
+        (the rest as `sample_batch`)
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, temperature: float, top_p: float = 1.0,
+                 top_k: int = -1, stop_token_ids: Sequence[int] = (), stop_checker: StopChecker | None = None,
+                 generator: torch.Generator | None = None, pad_id: int = 0, max_batch: int = 256,
+                 max_new_tokens: int | None = None, admit_share: float = 0.25, admit_wait_steps: int = 4):
+        if max_batch < 1:
+            raise ValueError(f"max_batch={max_batch}: must be >= 1")
+        self.max_batch, self.cap = max_batch, max_new_tokens
+        self.admit_share, self.admit_wait_steps = admit_share, admit_wait_steps
+        self.steps = self.prefills = 0  # decode steps and admission prefills so far
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.stop_ids = set(stop_token_ids)
+        self.stop_checker, self.generator, self.pad_id = stop_checker, generator, pad_id
+        self.dev = next(model.parameters()).device
+        # running rows, in cache order: (key, output, cap, row generator)
+        self._rows: list[tuple[Any, GenerationOutput, int, torch.Generator | None]] = []
+        self._pending: list[tuple[Any, list[int], int, torch.Generator | None]] = []
+        self._pending_since: list[int] = []  # the step count when each queued sequence was added
+        self._done: list[tuple[Any, GenerationOutput]] = []
+        self._cache: Any = None
+        self._attn = self._pos = self._logits = None  # (B, T), (B,), (B, V)
+
+    def add(self, key: Any, prompt: Sequence[int], max_new_tokens: int, seed: int | None = None) -> None:
+        """Queue a sequence; it joins the batch at the next `step()` (a cap <= 0 returns it empty)."""
+        if self.cap is not None:
+            max_new_tokens = min(max_new_tokens, self.cap)
+        if max_new_tokens <= 0 or not prompt:
+            self._done.append((key, GenerationOutput()))
+            return
+        gen = None
+        if seed is not None and self.temperature > 0:
+            gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        self._pending.append((key, list(prompt), max_new_tokens, gen))
+        self._pending_since.append(self.steps)
+
+    @property
+    def active(self) -> int:
+        """Sequences running or waiting to join."""
+        return len(self._rows) + len(self._pending) + len(self._done)
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Any, GenerationOutput]]:
+        """Sample one token for every running sequence, admit the queued ones; returns the finished ones."""
+        done, self._done = self._done, []
+        if self._rows:
+            done += self._decode()
+            self.steps += 1
+        if self._pending and len(self._rows) < self.max_batch and (
+                not self._rows or len(self._pending) >= self.admit_share * len(self._rows)
+                or self.steps - self._pending_since[0] >= self.admit_wait_steps):
+            self._admit()
+        return done
+
+    def close(self) -> None:
+        self._rows, self._pending, self._pending_since, self._done = [], [], [], []
+        self._cache = self._attn = self._pos = self._logits = None
+
+    def _decode(self) -> list[tuple[Any, GenerationOutput]]:
+        gens = [g for *_, g in self._rows]
+        uniforms = None
+        if all(g is not None for g in gens):
+            uniforms = torch.stack([torch.rand((), generator=g) for g in gens])
+        ids, logp = sample_next(self._logits, self.temperature, self.top_p, self.top_k, uniforms, self.generator)
+        ids_l, logp_l = ids.tolist(), logp.tolist()
+        finished, keep = [], []
+        for slot, (key, o, cap, _g) in enumerate(self._rows):
+            o.token_ids.append(ids_l[slot])
+            o.log_probs.append(logp_l[slot])
+            if ids_l[slot] in self.stop_ids:
+                o.finish_reason, o.stop = "stop", self.tokenizer.decode([ids_l[slot]])
+            elif self.stop_checker is not None and (hit := self.stop_checker.check(o.token_ids)) is not None:
+                o.finish_reason, o.stop = "stop", hit
+            elif len(o.token_ids) < cap:
+                keep.append(slot)
+                continue
+            finished.append((key, o))
+        if len(keep) < len(self._rows):
+            self._select(keep)
+            ids = ids[keep] if keep else ids[:0]
+        if keep:
+            self._attn = torch.cat([self._attn, self._attn.new_ones((len(keep), 1))], dim=1)
+            self._pos = self._pos + 1
+            self._logits = self.model(input_ids=ids[:, None].to(self.dev), attention_mask=self._attn,
+                                      position_ids=self._pos[:, None], past_key_values=self._cache,
+                                      use_cache=True).logits[:, -1, :]
+        return finished
+
+    def _select(self, keep: list[int]) -> None:
+        """Drop finished rows from the batch and the cache, then the left columns no row attends to."""
+        self._rows = [self._rows[s] for s in keep]
+        if not keep:
+            self._cache = self._attn = self._pos = self._logits = None
+            return
+        idx = torch.tensor(keep, device=self.dev)
+        self._cache.batch_select_indices(idx)
+        self._attn, self._pos, self._logits = self._attn[idx], self._pos[idx], self._logits[idx]
+        first = int(self._attn.any(dim=0).nonzero()[0])
+        if first > 0:
+            self._attn = self._attn[:, first:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _admit(self) -> None:
+        """Prefill the queued sequences together and merge them into the running batch."""
+        from transformers import DynamicCache
+
+        room = self.max_batch - len(self._rows)
+        new, self._pending = self._pending[:room], self._pending[room:]
+        self._pending_since = self._pending_since[room:]
+        self.prefills += 1
+        L = max(len(p) for _, p, _, _ in new)
+        input_ids = torch.full((len(new), L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(new), L), dtype=torch.long)
+        for i, (_, p, _, _) in enumerate(new):
+            input_ids[i, L - len(p):] = torch.tensor(p)
+            attn[i, L - len(p):] = 1
+        input_ids, attn = input_ids.to(self.dev), attn.to(self.dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                            use_cache=True).logits[:, -1, :]
+        rows = [(key, GenerationOutput(), cap, g) for key, _, cap, g in new]
+        if not self._rows:
+            self._cache, self._attn, self._pos, self._logits, self._rows = cache, attn, pos[:, -1], logits, rows
+            return
+        t_old, t_new = self._attn.shape[1], attn.shape[1]
+        T = max(t_old, t_new)
+        for old_layer, new_layer in zip(self._cache.layers, cache.layers):
+            old_layer.keys = torch.cat([_left_pad(old_layer.keys, T), _left_pad(new_layer.keys, T)])
+            old_layer.values = torch.cat([_left_pad(old_layer.values, T), _left_pad(new_layer.values, T)])
+        self._attn = torch.cat([_left_pad(self._attn, T, dim=1), _left_pad(attn, T, dim=1)])
+        self._pos = torch.cat([self._pos, pos[:, -1]])
+        self._logits = torch.cat([self._logits, logits.to(self._logits.dtype)])
+        self._rows += rows
+
+
+def _left_pad(x: torch.Tensor, length: int, dim: int = 2) -> torch.Tensor:
+    """Zero-pad x on the left of `dim` to `length` (KV caches: (B, heads, T, head_dim); masks: (B, T))."""
+    missing = length - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)

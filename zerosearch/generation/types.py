@@ -75,5 +75,38 @@ class GenerationEngine(abc.ABC):
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load new policy weights (a full, unsharded state dict keyed like the HF model)."""
 
+    def open_stream(self, params: SamplingParams) -> "GenerationStream | None":
+        """A continuous-batching session with these sampling settings, or None when the engine has none
+        (then callers batch whole `generate` calls)."""
+        return None
+
     def close(self) -> None:
         """Free the engine's memory."""
+
+
+class GenerationStream(abc.ABC):
+    """Continuous batching: sequences join and leave the running batch between engine steps.
+
+    `generate` serves a fixed set of sequences and returns when the longest is done; a stream returns each
+    sequence as soon as it finishes and takes new ones while others are still decoding, so a caller (the
+    asynchronous agent loop) can send a finished turn's search at once and feed a returned one straight back.
+    Sampling is that of the `SamplingParams` the stream was opened with; with a per-sequence seed a
+    sequence draws the same tokens as through `generate` with that seed.
+    """
+
+    @abc.abstractmethod
+    def add(self, key: Any, prompt: Sequence[int], max_new_tokens: int, seed: int | None = None) -> None:
+        """Queue a sequence under `key` (returned with its output); it joins at the next `step()`."""
+
+    @abc.abstractmethod
+    def step(self) -> list[tuple[Any, GenerationOutput]]:
+        """Advance every running sequence (one decode step, or one engine step) and admit the queued
+        ones; returns the (key, output) pairs that finished."""
+
+    @property
+    @abc.abstractmethod
+    def active(self) -> int:
+        """Sequences added and not yet returned by `step()`."""
+
+    def close(self) -> None:
+        """Drop whatever is still running (after an error in the caller)."""

@@ -60,7 +60,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from zerosearch.generation.types import GenerationEngine, GenerationOutput, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.optional import require
 from zerosearch.utils.seeding import stable_seed
 
@@ -296,21 +296,33 @@ class VLLMEngine(GenerationEngine):
             return results
         outs = self.llm.generate(requests, sps, use_tqdm=False)
         for i, out in zip(todo, outs):
-            c = out.outputs[0]
-            ids = list(c.token_ids)
-            if c.logprobs is None or len(c.logprobs) != len(ids):
-                raise RuntimeError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs "
-                                   f"for {len(ids)} tokens")
-            log_probs = [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
-            reason = c.finish_reason if c.finish_reason in ("stop", "length") else "length"
-            stop: str | None = None
-            if reason == "stop":
-                if isinstance(c.stop_reason, str):
-                    stop = c.stop_reason
-                else:  # a stop id (int), or eos (None)
-                    stop = self.tokenizer.decode([c.stop_reason if isinstance(c.stop_reason, int) else ids[-1]])
-            results[i] = GenerationOutput(ids, log_probs, reason, stop)
+            results[i] = self._output(out.outputs[0])
         return results
+
+    def _output(self, c: Any) -> GenerationOutput:
+        """Our output of one vLLM `CompletionOutput`."""
+        ids = list(c.token_ids)
+        if c.logprobs is None or len(c.logprobs) != len(ids):
+            raise RuntimeError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs "
+                               f"for {len(ids)} tokens")
+        log_probs = [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
+        reason = c.finish_reason if c.finish_reason in ("stop", "length") else "length"
+        stop: str | None = None
+        if reason == "stop":
+            if isinstance(c.stop_reason, str):
+                stop = c.stop_reason
+            else:  # a stop id (int), or eos (None)
+                stop = self.tokenizer.decode([c.stop_reason if isinstance(c.stop_reason, int) else ids[-1]])
+        return GenerationOutput(ids, log_probs, reason, stop)
+
+    def open_stream(self, params: SamplingParams) -> GenerationStream:
+        """Continuous batching through vLLM's own scheduler: requests go to `LLMEngine.add_request` as they
+        come, and each `step()` is one engine step (vLLM adds waiting requests between decode steps)."""
+        if not logprobs_exact(self.logprobs_mode, params):
+            self._warn_once("logprobs", f"log-probs under logprobs_mode={self.logprobs_mode} differ from "
+                            f"log softmax(logits/T) before filtering for temperature={params.temperature}, "
+                            f"top_p={params.top_p}, top_k={params.top_k}")
+        return _VLLMStream(self, params)
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, state_dict: dict[str, Any]) -> None:
@@ -402,3 +414,53 @@ def _save_safetensors(state_dict: dict[str, Any], out_dir: str) -> None:
     # safetensors refuses shared storage (tied lm_head / embed_tokens): save independent contiguous copies
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     save_file(tensors, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
+
+
+class _VLLMStream(GenerationStream):
+    """`GenerationStream` over the engine's `LLMEngine` (in-process, no asyncio: `add_request` / `step`).
+
+    Only finished requests are reported (`RequestOutputKind.FINAL_ONLY`). A sequence's seed is the caller's
+    per-sequence seed, as in `generate`; without one, `stable_seed(params.seed, n)` for the n-th sequence
+    added (a stream has no call index).
+    """
+
+    def __init__(self, engine: VLLMEngine, params: SamplingParams):
+        self.engine, self.params = engine, params
+        self._llm_engine = engine.llm.llm_engine
+        self._keys: dict[str, Any] = {}
+        self._done: list[tuple[Any, GenerationOutput]] = []
+        self._n = 0
+
+    def add(self, key: Any, prompt: Sequence[int], max_new_tokens: int, seed: int | None = None) -> None:
+        cap = min(self.params.max_new_tokens, max_new_tokens)
+        if cap <= 0:
+            self._done.append((key, GenerationOutput([], [], "length")))
+            return
+        room = self.engine.max_model_len - len(prompt)
+        if room <= 0:
+            raise ValueError(f"prompt {key!r} has {len(prompt)} tokens; max_model_len is {self.engine.max_model_len}")
+        from vllm.sampling_params import RequestOutputKind
+
+        sp = self.engine._vllm_params(self.params, min(cap, room), self._n, seed)
+        sp.output_kind = RequestOutputKind.FINAL_ONLY
+        rid = f"zs-stream-{id(self)}-{self._n}"
+        self._n += 1
+        self._keys[rid] = key
+        self._llm_engine.add_request(rid, self.engine._vllm.TokensPrompt(prompt_token_ids=list(prompt)), sp)
+
+    def step(self) -> list[tuple[Any, GenerationOutput]]:
+        done, self._done = self._done, []
+        if self._keys:
+            for out in self._llm_engine.step():
+                if out.finished and out.request_id in self._keys:
+                    done.append((self._keys.pop(out.request_id), self.engine._output(out.outputs[0])))
+        return done
+
+    @property
+    def active(self) -> int:
+        return len(self._keys) + len(self._done)
+
+    def close(self) -> None:
+        if self._keys:
+            self._llm_engine.abort_request(list(self._keys))
+        self._keys, self._done = {}, []

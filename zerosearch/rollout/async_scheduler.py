@@ -16,11 +16,16 @@ idles while any search runs. Here the main thread owns the engine and the search
     searches of one generate call as one call, one call at a time (the in-process simulator, which
     generates a batch at once on one model); `auto` picks batch for the in-process simulator.
 
+How the engine batches (`rollout.async_batching`):
+  * `continuous` (auto's choice where the engine offers `open_stream`: the HF engine and vLLM in this
+    process): one `GenerationStream` for the rollout; each step decodes one token for every running
+    sequence, a finished turn's search is sent at once, and a trajectory whose search returned joins the
+    running batch at the next step, so no sequence waits for the longest of a call;
+  * `call`: whole `generate` calls over the ready trajectories, as above (groups, batch wait). The only
+    way through the trainer's Ray workers (`WorkerGroupEngine` has no stream).
+
 The turn rules are `turns.TurnRules`, shared with the synchronous loop; with per-trajectory seeds the
-trajectories come out the same (the generation engine seeds each sequence on its own). This is a batching
-scheduler over `GenerationEngine.generate` (the HF engine; vLLM's offline engine too, one call at a time):
-continuous batching inside the engine (vLLM's asynchronous engine, adding sequences between decode steps)
-is a follow-up.
+trajectories come out the same (the generation engine seeds each sequence on its own).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Sequence
 
 from zerosearch.config.schema import RolloutConfig
-from zerosearch.generation.types import GenerationEngine, SamplingParams
+from zerosearch.generation.types import GenerationEngine, GenerationStream, SamplingParams
 from zerosearch.rollout.turns import RolloutTiming, TurnRules, is_live, union_seconds
 from zerosearch.search.types import SearchEngine, SearchRequest, SearchResult
 
@@ -60,6 +65,8 @@ class AsyncScheduler:
     def __init__(self, engine: GenerationEngine, search: SearchEngine, cfg: RolloutConfig):
         self.engine, self.search, self.cfg = engine, search, cfg
         self.unit = resolve_search_unit(cfg, search)
+        if cfg.async_batching not in ("auto", "continuous", "call"):
+            raise ValueError(f"rollout.async_batching={cfg.async_batching!r}: must be auto, continuous or call")
         if cfg.async_groups < 1:
             raise ValueError(f"rollout.async_groups={cfg.async_groups}: must be >= 1")
         # kept across rollouts: starting threads anew for every rollout showed as overhead with instant searches
@@ -69,72 +76,144 @@ class AsyncScheduler:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def _call(self, rows: list[int], requests: list[SearchRequest]) -> tuple[list[int], list[SearchResult], float, float]:
+        t0 = time.perf_counter()
+        results = self.search.search(requests)
+        return rows, results, t0, time.perf_counter()
+
+    def _submit(self, inflight: set[Future], rows: list[int], requests: list[SearchRequest]) -> None:
+        """Send searches: one `search()` call each (unit request) or all of them in one call (unit batch)."""
+        if self.unit == "request":
+            inflight.update(self.pool.submit(self._call, [i], [r]) for i, r in zip(rows, requests))
+        elif requests:
+            inflight.add(self.pool.submit(self._call, rows, requests))
+
+    @staticmethod
+    def _harvest(rules: TurnRules, trajs: Sequence, inflight: set[Future], done: set[Future],
+                 intervals: list[tuple[float, float]]) -> list[int]:
+        """Append the observations of returned searches; returns the trajectories that are live again."""
+        live: list[int] = []
+        for fut in done:
+            inflight.discard(fut)
+            rows, results, t0, t1 = fut.result()  # engines never raise for a failed request: a raise is a bug
+            intervals.append((t0, t1))
+            for i, res in zip(rows, results):
+                rules.after_search(trajs[i], res)
+                if is_live(trajs[i]):
+                    live.append(i)
+        return live
+
     def run(self, rules: TurnRules, trajs: Sequence, params: SamplingParams) -> RolloutTiming:
-        cfg = self.cfg
-        timing = RolloutTiming()
-        groups = cfg.async_groups
-        ready: deque[int] = deque(range(len(trajs)))
         inflight: set[Future] = set()
         intervals: list[tuple[float, float]] = []
         gen_calls: list[float] = []
-
-        def call(rows: list[int], requests: list[SearchRequest]) -> tuple[list[int], list[SearchResult], float, float]:
-            t0 = time.perf_counter()
-            results = self.search.search(requests)
-            return rows, results, t0, time.perf_counter()
-
-        def harvest(done: set[Future]) -> None:
-            for fut in done:
-                inflight.discard(fut)
-                rows, results, t0, t1 = fut.result()  # engines never raise for a failed request: a raise is a bug
-                intervals.append((t0, t1))
-                for i, res in zip(rows, results):
-                    rules.after_search(trajs[i], res)
-                    if is_live(trajs[i]):
-                        ready.append(i)
-
-        def n_live() -> int:
-            return sum(1 for t in trajs if is_live(t))
-
-        pool = self.pool
+        stream = None if self.cfg.async_batching == "call" else self.engine.open_stream(params)
+        if stream is None and self.cfg.async_batching == "continuous":
+            raise ValueError(f"rollout.async_batching=continuous: the {type(self.engine).__name__} engine has no "
+                             "continuous batching (the trainer's Ray workers); use auto or call")
+        timing = RolloutTiming()
         try:
-            while ready or inflight:
-                self._gather(ready, inflight, harvest, lambda: math.ceil(n_live() / groups))
-                cap = math.ceil(n_live() / groups)
-                batch: list[tuple[int, int]] = []  # (trajectory, token cap)
-                while ready and len(batch) < cap:
-                    i = ready.popleft()
-                    c = rules.generation_cap(trajs[i])
-                    if c > 0:
-                        batch.append((i, c))
-                if not batch:
-                    continue
-                seeds = None if params.seed is None else [rules.seed(params, trajs[i]) for i, _ in batch]
-                t0 = time.perf_counter()
-                outs = self.engine.generate([trajs[i].prompt_ids + trajs[i].response_ids for i, _ in batch],
-                                            params, [c for _, c in batch], seeds)
-                gen_calls.append(time.perf_counter() - t0)
-                rows: list[int] = []
-                requests: list[SearchRequest] = []
-                for (i, _), out in zip(batch, outs):
-                    req = rules.after_generation(trajs[i], out)
-                    if req is not None:
-                        rows.append(i)
-                        requests.append(req)
-                    elif is_live(trajs[i]):
-                        ready.append(i)  # an invalid action: straight back to generation
-                timing.searches += len(requests)
-                if self.unit == "request":
-                    inflight.update(pool.submit(call, [i], [r]) for i, r in zip(rows, requests))
-                elif requests:
-                    inflight.add(pool.submit(call, rows, requests))
+            if stream is not None:
+                timing.searches = self._run_stream(stream, rules, trajs, params, inflight, intervals, gen_calls)
+            else:
+                timing.searches = self._run_calls(rules, trajs, params, inflight, intervals, gen_calls)
         finally:  # never leave a search of this rollout running into the next (after an error in generate)
             for fut in inflight:
                 fut.cancel()
             wait(inflight)
+            if stream is not None:
+                stream.close()
         timing.gen, timing.generate_calls = sum(gen_calls), len(gen_calls)
         timing.search = union_seconds(intervals)
         return timing
+
+    def _run_stream(self, stream: GenerationStream, rules: TurnRules, trajs: Sequence, params: SamplingParams,
+                    inflight: set[Future], intervals: list[tuple[float, float]], gen_calls: list[float]) -> int:
+        """Continuous batching: every trajectory is in the stream, in a search, or finished."""
+        searches = 0
+
+        def admit(i: int) -> None:
+            cap = rules.generation_cap(trajs[i])
+            if cap > 0:
+                stream.add(i, trajs[i].prompt_ids + trajs[i].response_ids, cap, rules.seed(params, trajs[i]))
+
+        def harvest_and_admit() -> None:
+            for i in self._harvest(rules, trajs, inflight, {f for f in inflight if f.done()}, intervals):
+                admit(i)
+
+        for i in range(len(trajs)):
+            admit(i)
+        while stream.active or inflight:
+            idle = not stream.active
+            harvest_and_admit()
+            if not stream.active:
+                if inflight:
+                    wait(inflight, return_when=FIRST_COMPLETED)
+                continue
+            if idle and inflight:
+                # the engine was idle: results of one wave arrive within milliseconds of each other, and
+                # each start of the stream from idle is a prefill, so wait briefly for the rest of the wave
+                deadline = time.perf_counter() + self.cfg.async_batch_wait_s
+                while inflight and (left := deadline - time.perf_counter()) > 0:
+                    wait(inflight, timeout=left, return_when=FIRST_COMPLETED)
+                    harvest_and_admit()
+            t0 = time.perf_counter()
+            finished = stream.step()
+            gen_calls.append(time.perf_counter() - t0)
+            rows: list[int] = []
+            requests: list[SearchRequest] = []
+            for i, out in finished:
+                req = rules.after_generation(trajs[i], out)
+                if req is not None:
+                    rows.append(i)
+                    requests.append(req)
+                elif is_live(trajs[i]):
+                    admit(i)  # an invalid action: straight back to generation
+            searches += len(requests)
+            self._submit(inflight, rows, requests)
+        return searches
+
+    def _run_calls(self, rules: TurnRules, trajs: Sequence, params: SamplingParams, inflight: set[Future],
+                   intervals: list[tuple[float, float]], gen_calls: list[float]) -> int:
+        """Whole generate calls over the ready trajectories (groups, batch wait)."""
+        groups = self.cfg.async_groups
+        ready: deque[int] = deque(range(len(trajs)))
+
+        def harvest(done: set[Future]) -> None:
+            ready.extend(self._harvest(rules, trajs, inflight, done, intervals))
+
+        def n_live() -> int:
+            return sum(1 for t in trajs if is_live(t))
+
+        searches = 0
+        while ready or inflight:
+            self._gather(ready, inflight, harvest, lambda: math.ceil(n_live() / groups))
+            cap = math.ceil(n_live() / groups)
+            batch: list[tuple[int, int]] = []  # (trajectory, token cap)
+            while ready and len(batch) < cap:
+                i = ready.popleft()
+                c = rules.generation_cap(trajs[i])
+                if c > 0:
+                    batch.append((i, c))
+            if not batch:
+                continue
+            seeds = None if params.seed is None else [rules.seed(params, trajs[i]) for i, _ in batch]
+            t0 = time.perf_counter()
+            outs = self.engine.generate([trajs[i].prompt_ids + trajs[i].response_ids for i, _ in batch],
+                                        params, [c for _, c in batch], seeds)
+            gen_calls.append(time.perf_counter() - t0)
+            rows: list[int] = []
+            requests: list[SearchRequest] = []
+            for (i, _), out in zip(batch, outs):
+                req = rules.after_generation(trajs[i], out)
+                if req is not None:
+                    rows.append(i)
+                    requests.append(req)
+                elif is_live(trajs[i]):
+                    ready.append(i)  # an invalid action: straight back to generation
+            searches += len(requests)
+            self._submit(inflight, rows, requests)
+        return searches
 
     def _gather(self, ready: deque, inflight: set[Future], harvest, group_size) -> None:
         """Collect returned searches; block while nothing is ready, and wait up to `async_batch_wait_s` for a
