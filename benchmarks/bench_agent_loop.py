@@ -1,7 +1,12 @@
 """The toy world's rollout phase, turn-synchronous against asynchronous, against a slow search server.
 
     python -m benchmarks.bench_agent_loop [--prompts 32] [--n 4] [--repeats 3] \
-        [--scenarios instant,fixed200,tail] [--agent-steps 300] [--threads N] [--json FILE]
+        [--scenarios instant,fixed200,tail] [--drivers sync,call,continuous] [--groups 1] \
+        [--agent-steps 300] [--threads N] [--json FILE]
+
+Drivers: `sync` (rollout.mode=sync), `call` (rollout.mode=async, async_batching=call: whole generate
+calls over the ready trajectories, `--groups` = async_groups) and `continuous` (rollout.mode=async,
+async_batching=continuous: the HF engine's stream, sequences joining and leaving between decode steps).
 
 The agent is the cached toy agent (`bash train_grpo.sh` builds it under .cache/toy/) when present, else a
 toy-sized tiny Qwen2 SFT'd here for `--agent-steps` steps on the toy world's search demonstrations (cached
@@ -14,11 +19,11 @@ simulated-search client (`SimulatedSearchEngine`, HTTP chat transport) against a
     tail       200 ms, and 1 s for 10% of the requests (chosen by a hash of the request: the same ones
                are slow in both loops)
 
-Per scenario, after one warm-up rollout per loop,
-`--repeats` rollouts per loop, alternating which goes first, the same seeds for both: with per-trajectory
-seeds both loops produce the same trajectories (checked: `identical` counts those with equal ids), so they
-do the same work. Printed per loop: median rollout wall time, engine idle share, searches/s; and the
-median of the per-repeat ratio async/sync of the wall time.
+Per scenario, after one warm-up rollout per driver, `--repeats` rollouts per driver, rotating which goes
+first, the same seeds for all: with per-trajectory seeds every driver produces the same trajectories
+(checked: `identical` counts those with the same ids as sync), so they do the same work. Printed per driver:
+median rollout wall time, engine idle share, searches/s; and for each asynchronous driver the median of the
+per-repeat ratio driver/sync of the wall time.
 """
 
 from __future__ import annotations
@@ -119,12 +124,16 @@ def run_scenario(name: str, model_dir: Path, world, args) -> dict:
         items = [PromptItem(encode_prompt(tok, q.question, "compact"), q.id, q.question, tuple(q.golden_answers), "toy")
                  for q in qs]
         base = dict(max_turns=4, max_response_length=48, max_obs_length=48, max_total_length=1024)
-        loops = {m: AgentLoop(engine, search, tok, RolloutConfig(mode=m, **base, **(
-            {"async_groups": args.groups} if m == "async" else {}))) for m in ("sync", "async")}
-        rows: dict[str, list[dict]] = {"sync": [], "async": []}
-        identical = total = 0
+        modes = {"sync": dict(mode="sync"), "call": dict(mode="async", async_batching="call", async_groups=args.groups),
+                 "continuous": dict(mode="async", async_batching="continuous")}
+        drivers = args.drivers.split(",")
+        loops = {m: AgentLoop(engine, search, tok, RolloutConfig(**base, **modes[m])) for m in drivers}
+        rows: dict[str, list[dict]] = {m: [] for m in drivers}
+        identical = {m: 0 for m in drivers}
+        total = 0
         for rep in range(-1, args.repeats):  # rep -1: warm-up, not recorded
-            order = ("sync", "async") if rep % 2 == 0 else ("async", "sync")
+            k = max(rep, 0) % len(drivers)
+            order = drivers[k:] + drivers[:k]
             got = {}
             for m in order:
                 trajs = loops[m].run(items, args.n, SamplingParams(temperature=1.0, seed=1000 + max(rep, 0)))
@@ -135,7 +144,8 @@ def run_scenario(name: str, model_dir: Path, world, args) -> dict:
                     rows[m].append(t)
             if rep >= 0:
                 total += len(got["sync"])
-                identical += sum(a.response_ids == b.response_ids for a, b in zip(got["sync"], got["async"]))
+                for m in drivers:
+                    identical[m] += sum(a.response_ids == b.response_ids for a, b in zip(got["sync"], got[m]))
             _log(f"[bench] {name} rep {rep}: " + " | ".join(
                 f"{m} {loops[m].timing['rollout']:.2f}s" for m in order))
         search.close()
@@ -143,10 +153,10 @@ def run_scenario(name: str, model_dir: Path, world, args) -> dict:
         os.killpg(proc.pid, 15)
         proc.wait(10)
     med = {m: {k: statistics.median(r[k] for r in rows[m]) for k in rows[m][0]} for m in rows}
-    ratios = [a["rollout"] / s["rollout"] for a, s in zip(rows["async"], rows["sync"])]
-    return {"scenario": name, "sync": med["sync"], "async": med["async"], "ratio_async_over_sync": statistics.median(ratios),
-            "ratios": ratios, "identical_trajectories": identical, "trajectories": total,
-            "async_groups": args.groups}
+    ratios = {m: [a["rollout"] / s["rollout"] for a, s in zip(rows[m], rows["sync"])] for m in drivers if m != "sync"}
+    return {"scenario": name, "drivers": drivers, "median": med, "ratios": ratios,
+            "ratio_over_sync": {m: statistics.median(v) for m, v in ratios.items()},
+            "identical_trajectories": identical, "trajectories": total, "async_groups": args.groups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scenarios", default="instant,fixed200,tail")
-    ap.add_argument("--groups", type=int, default=1, help="rollout.async_groups")
+    ap.add_argument("--groups", type=int, default=1, help="rollout.async_groups of the call driver")
+    ap.add_argument("--drivers", default="sync,call,continuous",
+                    help="comma-separated: sync, call (async, whole generate calls), continuous (async, the engine's stream)")
     ap.add_argument("--agent-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores; 1 by default: on shared cores, OpenMP threads spinning against other jobs slow every op up to tenfold)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    drivers = args.drivers.split(",")
+    if drivers[0] != "sync" or not set(drivers) <= {"sync", "call", "continuous"}:
+        ap.error(f"--drivers {args.drivers!r}: sync first, then call and/or continuous")
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -172,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.scenarios.split(","):
         r = run_scenario(name, model_dir, world, args)
         results.append(r)
-        for m in ("sync", "async"):
-            x = r[m]
-            print(f"{name:9s} {m:5s}: wall {x['rollout']:6.2f}s | gen {x['gen']:6.2f}s | engine idle "
+        for m in r["drivers"]:
+            x = r["median"][m]
+            print(f"{name:9s} {m:10s}: wall {x['rollout']:6.2f}s | gen {x['gen']:6.2f}s | engine idle "
                   f"{x['engine_idle_share']:5.1%} | {x['searches_per_s']:6.1f} searches/s | "
-                  f"{x['generate_calls']:.0f} generate calls")
-        print(f"{name:9s} async/sync wall: {r['ratio_async_over_sync']:.3f} (per repeat "
-              f"{', '.join(f'{v:.3f}' for v in r['ratios'])}) | identical trajectories "
-              f"{r['identical_trajectories']}/{r['trajectories']} | async groups {r['async_groups']}", flush=True)
+                  f"{x['generate_calls']:.0f} generate calls / engine steps")
+        for m, ratio in r["ratio_over_sync"].items():
+            print(f"{name:9s} {m}/sync wall: {ratio:.3f} (per repeat "
+                  f"{', '.join(f'{v:.3f}' for v in r['ratios'][m])}) | identical trajectories "
+                  f"{r['identical_trajectories'][m]}/{r['trajectories']}"
+                  + (f" | async groups {r['async_groups']}" if m == "call" else ""), flush=True)
     print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
