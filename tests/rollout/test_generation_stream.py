@@ -3,7 +3,8 @@
 What is identical to `HFEngine.generate` for the same per-sequence seeds: each sequence's ids, finish reason
 and stop string, exactly, whenever it joins and whatever shares its batch; log-probs agree to float
 round-off (the left padding around a sequence differs; asserted < 1e-5, and bitwise with max_batch=1,
-where each sequence runs alone as it does in a generate call of one).
+where each sequence runs alone as it does in a generate call of one). With KV reuse across turns the same
+holds for the next turn (its parked cache was computed token by token rather than in one prefill).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def test_rows_leave_at_once_and_the_cache_shrinks(hf):
         finished += [(key, len(out.token_ids)) for key, out in stream.step()]
         if finished and finished[0][0] == "long" and stream._rows:
             # the long prompt left: columns are trimmed to the short row's context (prompt + generated)
-            key, out, *_ = stream._rows[0]
-            assert stream._attn.shape[1] == len(short_prompt) + len(out.token_ids)
+            row = stream._rows[0]
+            assert stream._attn.shape[1] == len(short_prompt) + len(row.out.token_ids)
     assert finished == [("long", 2), ("short", 20)]
 
 
@@ -95,3 +96,65 @@ def test_stream_edges(hf):
     assert stream.active == 0
     with pytest.raises(ValueError, match="max_batch"):
         HFEngine(hf.model, tok, micro_batch_size=0).open_stream(SamplingParams())
+
+
+def _drain(stream) -> dict:
+    got = {}
+    while stream.active:
+        for key, out in stream.step():
+            assert key not in got
+            got[key] = out
+    return got
+
+
+def test_kv_reuse_across_turns_equals_a_fresh_prefill(hf):
+    """Turn 2 of each sequence extends its turn-1 context with the generated turn and an observation: the
+    stream prefills only the new tokens against the parked cache, and samples what a fresh prefill of the
+    whole context samples. A key whose context changed, and new keys, join the same admission."""
+    tok = hf.tokenizer
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, stop_strings=("e ",), stop_token_ids=(tok.eos_token_id,))
+    prompts = [tok.encode(t) for t in TEXTS]
+    stream = hf.open_stream(params)
+    for k, p in enumerate(prompts):
+        stream.add(k, p, 12, seed=k)
+    turn1 = _drain(stream)
+    obs = [tok.encode(" <information> Doc " * (1 + k % 3) + "</information>") for k in range(len(prompts))]
+    second = {k: prompts[k] + turn1[k].token_ids + obs[k] for k in range(len(prompts))}
+    second[2] = tok.encode("an edited context ") + second[2]  # no longer extends its parked cache
+    second["new1"], second["new2"] = tok.encode("A fresh question?"), prompts[0]
+    seeds = {k: 100 + i for i, k in enumerate(second)}
+    before = (stream.prefill_tokens, stream.reused_tokens)
+    for k, p in second.items():
+        stream.add(k, p, 12, seeds[k])
+    turn2 = _drain(stream)
+    ref = hf.generate(list(second.values()), params, [12] * len(second), list(seeds.values()))
+    for (k, p), r in zip(second.items(), ref):
+        assert turn2[k].token_ids == r.token_ids, k
+        assert (turn2[k].finish_reason, turn2[k].stop) == (r.finish_reason, r.stop), k
+        assert turn2[k].log_probs == pytest.approx(r.log_probs, abs=1e-5), k
+    reused = stream.reused_tokens - before[1]
+    prefilled = stream.prefill_tokens - before[0]
+    # every turn-1 key but the edited one reused its context: prompt + all generated tokens but the last
+    assert reused == sum(len(prompts[k]) + len(turn1[k].token_ids) - 1 for k in range(len(prompts)) if k != 2)
+    assert prefilled == sum(len(p) for p in second.values()) - reused
+    # each finished sequence is parked again, covering its turn-2 context and all but its last token
+    assert {k: v[0] for k, v in stream._parked.items()} == {k: p + turn2[k].token_ids[:-1] for k, p in second.items()}
+    stream.close()
+    assert stream._parked == {}
+
+
+def test_kv_reuse_off_prefills_everything(hf):
+    tok = hf.tokenizer
+    params = SamplingParams(temperature=0.0, max_new_tokens=6)
+    engine = HFEngine(hf.model, tok)
+    p = tok.encode(TEXTS[1])
+    streams = {}
+    for reuse in (True, False):
+        s = engine.open_stream(params)
+        s.reuse_kv = reuse
+        s.add("a", p, 6)
+        first = _drain(s)["a"]
+        s.add("a", p + first.token_ids, 6)
+        streams[reuse] = (s, _drain(s)["a"])
+    assert streams[True][1].token_ids == streams[False][1].token_ids
+    assert streams[True][0].reused_tokens > 0 and streams[False][0].reused_tokens == 0

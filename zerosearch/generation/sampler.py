@@ -12,6 +12,7 @@ Used by the rollout's HF engine (zerosearch.generation.hf_engine) and the in-pro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -178,6 +179,17 @@ def sample_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
     return outs
 
 
+@dataclass
+class _Row:
+    """A running sequence: its key, output so far, token cap, row generator, and the prompt it joined with."""
+
+    key: Any
+    out: GenerationOutput
+    cap: int
+    gen: torch.Generator | None
+    prompt: list[int]
+
+
 class ContinuousBatch(GenerationStream):
     """Continuous batching over the same KV-cache sampler: sequences join and leave between decode steps.
 
@@ -186,43 +198,54 @@ class ContinuousBatch(GenerationStream):
     batch and the cache at once), and admits the sequences `add`ed since the last step (one prefill for
     all of them, merged into the running cache). With row seeds a sequence draws exactly the uniforms it
     would draw in `sample_batch`, so its ids match the batched sampler's (log-probs to float round-off:
-    the padding around it differs).
+    the padding around it, and with KV reuse how its cache was computed, differ).
+
+    KV reuse (`reuse_kv`): a multi-turn trajectory comes back under the same key with its previous context,
+    the turn it generated and an observation. A finished sequence's cache rows are kept (parked) under its
+    key, and when the key is added again with a prompt that extends the parked context, only the new tokens
+    are prefilled against it; otherwise the whole prompt is. Parked caches live until the key returns or
+    the stream closes.
 
     Admission: a prefill is a forward pass of its own, so joining one sequence at a time would cost a forward
     per arrival. Queued sequences join when nothing is running, when they number at least `admit_share` of
     the running batch, or when the oldest has waited `admit_wait_steps` steps (a sequence that waits still
     draws the same tokens: only its start moves).
 
-    Cache layout: every running row is right-aligned at the newest position, padded on the left, with a
-    (B, T) attention mask; merging pads the shorter side on the left, and columns that are padding in every
-    row are trimmed when rows leave, so the cache stays as long as the longest running context.
+    Cache layout: (B, T) attention mask over (B, heads, T, head_dim) keys and values; every running row ends
+    at the newest column. Rows are padded on the left, and a row that reused a parked cache also between its
+    parked part and its new tokens (the mask hides those columns; positions are passed per row). Merging pads
+    the shorter side on the left, and columns that are padding in every row are trimmed when rows leave.
 
     Args:
         max_batch: running sequences at most (the HF engine's micro-batch size); more wait in the queue.
         max_new_tokens: a cap on every sequence, over the one passed to `add` (the stream's sampling params).
         admit_share, admit_wait_steps: the admission rule above (0 / 0: admit at every step).
+        reuse_kv: keep finished sequences' caches for their next turn.
         (the rest as `sample_batch`)
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, temperature: float, top_p: float = 1.0,
                  top_k: int = -1, stop_token_ids: Sequence[int] = (), stop_checker: StopChecker | None = None,
                  generator: torch.Generator | None = None, pad_id: int = 0, max_batch: int = 256,
-                 max_new_tokens: int | None = None, admit_share: float = 0.25, admit_wait_steps: int = 4):
+                 max_new_tokens: int | None = None, admit_share: float = 0.25, admit_wait_steps: int = 4,
+                 reuse_kv: bool = True):
         if max_batch < 1:
             raise ValueError(f"max_batch={max_batch}: must be >= 1")
         self.max_batch, self.cap = max_batch, max_new_tokens
-        self.admit_share, self.admit_wait_steps = admit_share, admit_wait_steps
+        self.admit_share, self.admit_wait_steps, self.reuse_kv = admit_share, admit_wait_steps, reuse_kv
         self.steps = self.prefills = 0  # decode steps and admission prefills so far
+        self.prefill_tokens = self.reused_tokens = 0  # tokens prefilled, and prompt tokens served from parked caches
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.stop_ids = set(stop_token_ids)
         self.stop_checker, self.generator, self.pad_id = stop_checker, generator, pad_id
         self.dev = next(model.parameters()).device
-        # running rows, in cache order: (key, output, cap, row generator)
-        self._rows: list[tuple[Any, GenerationOutput, int, torch.Generator | None]] = []
-        self._pending: list[tuple[Any, list[int], int, torch.Generator | None]] = []
+        self._rows: list[_Row] = []  # running, in cache order
+        self._pending: list[_Row] = []
         self._pending_since: list[int] = []  # the step count when each queued sequence was added
         self._done: list[tuple[Any, GenerationOutput]] = []
+        # key -> (the context ids its cache covers, per layer (keys, values) of shape (heads, len, head_dim))
+        self._parked: dict[Any, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._cache: Any = None
         self._attn = self._pos = self._logits = None  # (B, T), (B,), (B, V)
 
@@ -231,12 +254,13 @@ class ContinuousBatch(GenerationStream):
         if self.cap is not None:
             max_new_tokens = min(max_new_tokens, self.cap)
         if max_new_tokens <= 0 or not prompt:
+            self._parked.pop(key, None)
             self._done.append((key, GenerationOutput()))
             return
         gen = None
         if seed is not None and self.temperature > 0:
             gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-        self._pending.append((key, list(prompt), max_new_tokens, gen))
+        self._pending.append(_Row(key, GenerationOutput(), max_new_tokens, gen, list(prompt)))
         self._pending_since.append(self.steps)
 
     @property
@@ -259,27 +283,31 @@ class ContinuousBatch(GenerationStream):
 
     def close(self) -> None:
         self._rows, self._pending, self._pending_since, self._done = [], [], [], []
+        self._parked = {}
         self._cache = self._attn = self._pos = self._logits = None
 
     def _decode(self) -> list[tuple[Any, GenerationOutput]]:
-        gens = [g for *_, g in self._rows]
+        gens = [r.gen for r in self._rows]
         uniforms = None
         if all(g is not None for g in gens):
             uniforms = torch.stack([torch.rand((), generator=g) for g in gens])
         ids, logp = sample_next(self._logits, self.temperature, self.top_p, self.top_k, uniforms, self.generator)
         ids_l, logp_l = ids.tolist(), logp.tolist()
         finished, keep = [], []
-        for slot, (key, o, cap, _g) in enumerate(self._rows):
+        for slot, r in enumerate(self._rows):
+            o = r.out
             o.token_ids.append(ids_l[slot])
             o.log_probs.append(logp_l[slot])
             if ids_l[slot] in self.stop_ids:
                 o.finish_reason, o.stop = "stop", self.tokenizer.decode([ids_l[slot]])
             elif self.stop_checker is not None and (hit := self.stop_checker.check(o.token_ids)) is not None:
                 o.finish_reason, o.stop = "stop", hit
-            elif len(o.token_ids) < cap:
+            elif len(o.token_ids) < r.cap:
                 keep.append(slot)
                 continue
-            finished.append((key, o))
+            finished.append((r.key, o))
+            if self.reuse_kv:
+                self._park(slot, r)
         if len(keep) < len(self._rows):
             self._select(keep)
             ids = ids[keep] if keep else ids[:0]
@@ -290,6 +318,16 @@ class ContinuousBatch(GenerationStream):
                                       position_ids=self._pos[:, None], past_key_values=self._cache,
                                       use_cache=True).logits[:, -1, :]
         return finished
+
+    def _park(self, slot: int, r: _Row) -> None:
+        """Keep a finished row's cache: it covers its prompt and every generated token but the last (which
+        was sampled, never fed)."""
+        covered = r.prompt + r.out.token_ids[:-1]
+        cols = self._attn[slot].nonzero().squeeze(-1)
+        if len(cols) != len(covered):  # cannot happen; a mismatch would reuse the wrong rows, so never park it
+            return
+        self._parked[r.key] = (covered, [(layer.keys[slot][:, cols], layer.values[slot][:, cols])
+                                         for layer in self._cache.layers])
 
     def _select(self, keep: list[int]) -> None:
         """Drop finished rows from the batch and the cache, then the left columns no row attends to."""
@@ -307,37 +345,63 @@ class ContinuousBatch(GenerationStream):
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
     def _admit(self) -> None:
-        """Prefill the queued sequences together and merge them into the running batch."""
+        """Prefill the queued sequences together (only their new tokens where a parked cache covers the
+        rest) and merge them into the running batch."""
         from transformers import DynamicCache
 
         room = self.max_batch - len(self._rows)
         new, self._pending = self._pending[:room], self._pending[room:]
         self._pending_since = self._pending_since[room:]
         self.prefills += 1
-        L = max(len(p) for _, p, _, _ in new)
-        input_ids = torch.full((len(new), L), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(new), L), dtype=torch.long)
-        for i, (_, p, _, _) in enumerate(new):
-            input_ids[i, L - len(p):] = torch.tensor(p)
-            attn[i, L - len(p):] = 1
-        input_ids, attn = input_ids.to(self.dev), attn.to(self.dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        pasts: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
+        suffixes: list[list[int]] = []
+        for r in new:
+            parked = self._parked.pop(r.key, None)
+            if parked is not None and len(r.prompt) > len(parked[0]) and r.prompt[:len(parked[0])] == parked[0]:
+                pasts.append(parked[1])
+                suffixes.append(r.prompt[len(parked[0]):])
+            else:
+                pasts.append(None)
+                suffixes.append(r.prompt)
+        lens = [0 if p is None else p[0][0].shape[1] for p in pasts]
+        P, S, B = max(lens), max(len(x) for x in suffixes), len(new)
+        self.prefill_tokens += sum(len(x) for x in suffixes)
+        self.reused_tokens += sum(lens)
+        input_ids = torch.full((B, S), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, P + S), dtype=torch.long)
+        pos = torch.zeros((B, S), dtype=torch.long)
+        for i, (suf, n) in enumerate(zip(suffixes, lens)):
+            input_ids[i, S - len(suf):] = torch.tensor(suf)
+            attn[i, P - n:P] = 1
+            attn[i, P + S - len(suf):] = 1
+            pos[i, S - len(suf):] = torch.arange(n, n + len(suf))
+        input_ids, attn, pos = input_ids.to(self.dev), attn.to(self.dev), pos.to(self.dev)
         cache = DynamicCache()
+        if P > 0:  # the parked caches, left-padded to one length
+            ref = next(p for p in pasts if p is not None)
+            layers = []
+            for li, (k0, v0) in enumerate(ref):
+                k = k0.new_zeros((B, k0.shape[0], P, k0.shape[2]))
+                v = v0.new_zeros((B, v0.shape[0], P, v0.shape[2]))
+                for i, p in enumerate(pasts):
+                    if p is not None:
+                        k[i, :, P - lens[i]:], v[i, :, P - lens[i]:] = p[li]
+                layers.append((k, v))
+            cache = DynamicCache(ddp_cache_data=layers)
         logits = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
                             use_cache=True).logits[:, -1, :]
-        rows = [(key, GenerationOutput(), cap, g) for key, _, cap, g in new]
+        last_pos = pos[:, -1]
         if not self._rows:
-            self._cache, self._attn, self._pos, self._logits, self._rows = cache, attn, pos[:, -1], logits, rows
+            self._cache, self._attn, self._pos, self._logits, self._rows = cache, attn, last_pos, logits, new
             return
-        t_old, t_new = self._attn.shape[1], attn.shape[1]
-        T = max(t_old, t_new)
+        T = max(self._attn.shape[1], attn.shape[1])
         for old_layer, new_layer in zip(self._cache.layers, cache.layers):
             old_layer.keys = torch.cat([_left_pad(old_layer.keys, T), _left_pad(new_layer.keys, T)])
             old_layer.values = torch.cat([_left_pad(old_layer.values, T), _left_pad(new_layer.values, T)])
         self._attn = torch.cat([_left_pad(self._attn, T, dim=1), _left_pad(attn, T, dim=1)])
-        self._pos = torch.cat([self._pos, pos[:, -1]])
+        self._pos = torch.cat([self._pos, last_pos])
         self._logits = torch.cat([self._logits, logits.to(self._logits.dtype)])
-        self._rows += rows
+        self._rows += new
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int = 2) -> torch.Tensor:
