@@ -1,7 +1,7 @@
 """The actor's update phase alone, split by stage, against the machine's matmul peak.
 
     python -m benchmarks.bench_update [--size 30m] [--dtype bf16|fp32] [--attn eager|sdpa] [--threads 1] \
-        [--optimizer fused|foreach] [--reshard-after-forward auto|on|off] [--rows 16] [--prompt 43] \
+        [--optimizer fused|foreach] [--rows 16] [--prompt 43] \
         [--response 40-64] [--repeats 5] [--profile]
 
 One gloo rank, the trainer's own pieces: `fsdp.load_causal_lm` + FSDP2 `fully_shard` per decoder layer
@@ -33,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="eager")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--optimizer", choices=("fused", "foreach"), default="fused")
-    ap.add_argument("--reshard-after-forward", choices=("auto", "on", "off"), default="auto",
-                    help="auto: what fsdp.shard_model does (off on one CPU rank)")
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--prompt", type=int, default=43)
     ap.add_argument("--response", default="40-64", help="response lengths, uniform in LO-HI")
@@ -43,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     from benchmarks.compare_trl import ROOT, make_assets, matmul_params, matmul_peak
     from zerosearch.rollout.collate import collate_trajectories
     from zerosearch.rollout.types import PromptItem, Trajectory
@@ -64,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     fsdp.init_distributed(0, 1, "127.0.0.1", port, "cpu")
-    model = fsdp.load_causal_lm(model_dir, torch.float32, args.attn)
-    if args.reshard_after_forward == "auto":
-        model = fsdp.shard_model(model, dtype)
-    else:
-        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        for layer in fsdp.decoder_layers(model):
-            fully_shard(layer, mp_policy=mp, reshard_after_forward=args.reshard_after_forward == "on")
-        fully_shard(model, mp_policy=mp, reshard_after_forward=args.reshard_after_forward == "on")
+    model = fsdp.shard_model(fsdp.load_causal_lm(model_dir, torch.float32, args.attn), dtype)
     opt = build_optimizer(model.parameters(), lr=1e-5, weight_decay=0.0, fused=args.optimizer == "fused")
 
     lo, hi = (int(x) for x in args.response.split("-"))
@@ -110,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = 6 * matmul_params(model_dir) * tokens
     peak = matmul_peak(args.dtype, args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} size {args.size} | {args.dtype} compute, {args.attn} attention, "
-          f"{args.threads} thread(s), {args.optimizer} AdamW, reshard after forward {args.reshard_after_forward} | "
+          f"{args.threads} thread(s), {args.optimizer} AdamW | "
           f"{args.rows} rows x {batch['input_ids'].shape[1]} tokens ({tokens} with padding)")
     print(f"update: forward {fwd:.3f}s | backward {bwd:.3f}s | clip {clip:.3f}s | optimizer {step:.3f}s | "
           f"total {total:.3f}s (median of {args.repeats})")

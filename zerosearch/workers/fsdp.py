@@ -124,12 +124,6 @@ def shard_model(model: nn.Module, param_dtype: torch.dtype, reduce_dtype: torch.
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     kwargs: dict[str, Any] = {"mp_policy": mp}
-    # One CPU rank has nothing to shard: resharding after forward only frees the compute copies so that
-    # backward casts them again (about 6% of a 25 M model's bf16 update, docs/PERFORMANCE.md). On GPUs
-    # the freed copies are what lets large models fit, so there it stays on.
-    device = next(model.parameters()).device
-    if device.type == "cpu" and not cpu_offload and dist.is_initialized() and dist.get_world_size() == 1:
-        kwargs["reshard_after_forward"] = False
     if cpu_offload:
         kwargs["offload_policy"] = CPUOffloadPolicy()
     for layer in decoder_layers(model):
