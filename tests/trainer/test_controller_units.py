@@ -16,6 +16,7 @@ from zerosearch.rollout.types import PromptItem, Trajectory
 from zerosearch.testing.tiny_models import make_tiny_model
 from zerosearch.trainer.core import compute_advantages, last_policy_index, token_level_scores
 from zerosearch.trainer.dispatch import WorkerGroupEngine
+from zerosearch.trainer.worker_group import RankStream
 from zerosearch.trainer.validation import flatten, score_trajectory, summarize
 
 
@@ -90,13 +91,17 @@ def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> HFEngine:
     return HFEngine.from_pretrained(str(path))
 
 
+def _dealing_case(tok) -> tuple[list[list[int]], SamplingParams, list[int]]:  # noqa: ANN001
+    """Prompts of several lengths, sampling settings, and per-prompt caps (one of them 0)."""
+    prompts = [tok.encode(t) for t in ("Answer the question.", "Doc 1 Paris", "Q", "The year 1969, the river",
+                                       "Which river flows", "capital city of the country", "a")]
+    return prompts, SamplingParams(temperature=1.0, max_new_tokens=6, seed=11), [6, 3, 6, 1, 6, 0, 4]
+
+
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_the_ranks_engines_return_in_order_and_sample_as_one_engine(tiny_engine, ranks):
     tok = tiny_engine.tokenizer
-    prompts = [tok.encode(t) for t in ("Answer the question.", "Doc 1 Paris", "Q", "The year 1969, the river",
-                                       "Which river flows", "capital city of the country", "a")]
-    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=11)
-    caps = [6, 3, 6, 1, 6, 0, 4]
+    prompts, params, caps = _dealing_case(tok)
     group = _LocalGroup([tiny_engine] * ranks)
     dealt = WorkerGroupEngine(group).generate(prompts, params, caps)  # type: ignore[arg-type]
     alone = tiny_engine.generate(prompts, params, caps)
@@ -107,6 +112,64 @@ def test_the_ranks_engines_return_in_order_and_sample_as_one_engine(tiny_engine,
     # round-robin dealing: every rank got its share (sizes differ by at most one)
     sizes = group.calls[-1]
     assert sum(sizes) == len(prompts) and max(sizes) - min(sizes) <= 1
+
+
+class _LocalStreamGroup:
+    """The stream calls of WorkerGroup over `RankStream`s of real engines in this process (the methods the
+    Ray actors expose as stream_open / stream_step / stream_close)."""
+
+    def __init__(self, engines: list[HFEngine]):
+        self.ranks = [RankStream(e) for e in engines]
+        self.steps: list[list[int]] = []  # sequences added per rank, per call
+
+    @property
+    def world_size(self) -> int:
+        return len(self.ranks)
+
+    def _run(self, rank: RankStream, method: str, *args):  # noqa: ANN001
+        return {"stream_open": rank.open, "stream_step": rank.step, "stream_close": rank.close}[method](*args)
+
+    def call(self, method: str, *args):  # noqa: ANN001
+        return [self._run(r, method, *args) for r in self.ranks]
+
+    def scatter_args(self, method: str, per_rank_args):  # noqa: ANN001
+        if method == "stream_step":
+            self.steps.append([len(a[0]) for a in per_rank_args])
+        return [self._run(r, method, *a) for r, a in zip(self.ranks, per_rank_args)]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_ranks_streams_sample_as_one_engine_and_keep_each_key_on_its_rank(tiny_engine, ranks):
+    tok = tiny_engine.tokenizer
+    prompts, params, caps = _dealing_case(tok)
+    seeds = [100 + i for i in range(len(prompts))]
+    group = _LocalStreamGroup([HFEngine(tiny_engine.model, tok) for _ in range(ranks)])
+    stream = WorkerGroupEngine(group).open_stream(params)  # type: ignore[arg-type]
+
+    def drain() -> dict:
+        got = {}
+        while stream.active:
+            got.update(stream.step())
+        return got
+
+    for k, (p, c, s) in enumerate(zip(prompts, caps, seeds)):
+        stream.add(k, p, c, s)
+    first = drain()
+    alone = tiny_engine.generate(prompts, params, caps, seeds)
+    assert [first[k].token_ids for k in range(len(prompts))] == [o.token_ids for o in alone]
+    assert max(group.steps[0]) - min(group.steps[0]) <= 1  # dealt evenly
+    placed = dict(stream.rank_of)
+    # a second turn: every key goes back to its own rank, which reuses the KV cache it parked there
+    second = [p + first[k].token_ids + tok.encode(" obs") for k, p in enumerate(prompts)]
+    for k, p in enumerate(second):
+        stream.add(k, p, 4, seeds[k] + 1)
+    again = drain()
+    assert stream.rank_of == placed
+    ref = tiny_engine.generate(second, params, [4] * len(second), [s + 1 for s in seeds])
+    assert [again[k].token_ids for k in range(len(second))] == [o.token_ids for o in ref]
+    assert sum(r.stream.reused_tokens for r in group.ranks) > 0
+    stream.close()
+    assert all(r.stream is None for r in group.ranks)
 
 
 # ----------------------------------------------------------------------------- validation aggregation

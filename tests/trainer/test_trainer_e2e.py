@@ -125,3 +125,22 @@ def test_ppo_run_with_critic(assets, tmp_path):
         for key in ("critic/vf_loss", "critic/values/mean", "critic/grad_norm", "actor/pg_loss"):
             assert math.isfinite(r[key]), (key, r[key])
         assert r["critic/grad_norm"] > 0
+
+
+@pytest.mark.slow  # two short runs, about a minute; CI runs it in .ci/run's slow pass
+def test_continuous_batching_through_the_ray_workers_samples_what_whole_calls_sample(assets, tmp_path):
+    """`rollout.async_batching=continuous` through the trainer (`dispatch.WorkerGroupStream` over the ranks'
+    `RankStream`s, real Ray actors): the first step, before any update, rolls out the same trajectories as
+    whole generate calls for the same seed (the same lengths, searches, stop reasons and rewards)."""
+    firsts = {}
+    for mode in ("call", "continuous"):
+        out = tmp_path / mode
+        _train(run_overrides(assets, out, "grpo", steps=1) + [
+            "rollout.mode=async", f"rollout.async_batching={mode}", "trainer.save_freq=0", "trainer.test_freq=0",
+            "trainer.val_before_train=false"])
+        firsts[mode] = next(r for r in _metrics(out) if r["step"] == 1)
+    same = [k for k in firsts["call"] if k.startswith(("response_length/", "env/", "critic/score", "prompt_length/"))]
+    assert len(same) >= 6
+    assert {k: firsts["continuous"][k] for k in same} == {k: firsts["call"][k] for k in same}
+    # the continuous run did take engine steps, many more than whole calls
+    assert firsts["continuous"]["rollout/generate_calls"] > firsts["call"]["rollout/generate_calls"]

@@ -12,7 +12,7 @@ from zerosearch.toy.world import build_world
 # of them, cache state after a restart); everything else must be equal to the last digit on CPU
 VOLATILE = ("timing_s/", "search/latency", "search/cache_hits", "search/generations", "search/deadline",
             "search/server_skips", "search/retries", "val/search/latency", "val/search/cache_hits",
-            "val/search/generations", "rollout/engine_idle_share")
+            "val/search/generations", "rollout/engine_idle_share", "rollout/generate_calls")
 
 
 def metrics_by_step(run: Path) -> dict[int, dict[str, float]]:

@@ -99,9 +99,10 @@ class RolloutConfig:
     async_batching: str = cfg_field(
         "auto", "async: how the engine batches ready trajectories | continuous (sequences join and leave the "
         "running batch between decode steps: a finished turn's search goes out at once, a returned one joins "
-        "the next step; the HF and vLLM engines in this process) | call (whole generate calls over the ready "
-        "trajectories; the only way through the trainer's Ray workers) | auto (continuous where the engine "
-        "offers it, else call)")
+        "the next step, reusing its KV cache; HF and vLLM engines, in this process or on the trainer's Ray "
+        "workers) | call (whole generate calls over the ready trajectories) | auto (continuous for engines in "
+        "this process; call through the trainer's Ray workers, where it measured faster on CPU: "
+        "docs/PERFORMANCE.md)")
     async_batch_wait_s: float = cfg_field(
         0.02, "async: with searches in flight, wait up to this long for more trajectories to become ready before "
         "starting a generate call smaller than a group")

@@ -61,6 +61,9 @@ class GenerationOutput:
 class GenerationEngine(abc.ABC):
     """Token-id prompts + sampling parameters in; sampled ids and their log-probs out."""
 
+    # whether `rollout.async_batching=auto` takes this engine's stream (when it has one) over whole calls
+    stream_by_default: bool = True
+
     @abc.abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
                  max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None

@@ -17,12 +17,12 @@ idles while any search runs. Here the main thread owns the engine and the search
     generates a batch at once on one model); `auto` picks batch for the in-process simulator.
 
 How the engine batches (`rollout.async_batching`):
-  * `continuous` (auto's choice where the engine offers `open_stream`: the HF engine and vLLM in this
-    process): one `GenerationStream` for the rollout; each step decodes one token for every running
-    sequence, a finished turn's search is sent at once, and a trajectory whose search returned joins the
-    running batch at the next step, so no sequence waits for the longest of a call;
-  * `call`: whole `generate` calls over the ready trajectories, as above (groups, batch wait). The only
-    way through the trainer's Ray workers (`WorkerGroupEngine` has no stream).
+  * `continuous` (auto's choice for the HF and vLLM engines in this process; on the trainer's Ray workers,
+    through `trainer.dispatch.WorkerGroupStream`, only when asked for: see `stream_by_default`): one
+    `GenerationStream` for the rollout; each step decodes one token for every running sequence (over Ray:
+    up to 8 per call, until one finishes), a finished turn's search is sent at once, and a trajectory whose
+    search returned joins the running batch at the next step, so no sequence waits for the longest of a call;
+  * `call`: whole `generate` calls over the ready trajectories, as above (groups, batch wait).
 
 The turn rules are `turns.TurnRules`, shared with the synchronous loop; with per-trajectory seeds the
 trajectories come out the same (the generation engine seeds each sequence on its own).
@@ -107,10 +107,12 @@ class AsyncScheduler:
         inflight: set[Future] = set()
         intervals: list[tuple[float, float]] = []
         gen_calls: list[float] = []
-        stream = None if self.cfg.async_batching == "call" else self.engine.open_stream(params)
+        mode = self.cfg.async_batching
+        use_stream = mode == "continuous" or (mode == "auto" and self.engine.stream_by_default)
+        stream = self.engine.open_stream(params) if use_stream else None
         if stream is None and self.cfg.async_batching == "continuous":
             raise ValueError(f"rollout.async_batching=continuous: the {type(self.engine).__name__} engine has no "
-                             "continuous batching (the trainer's Ray workers); use auto or call")
+                             "continuous batching; use auto or call")
         timing = RolloutTiming()
         try:
             if stream is not None:

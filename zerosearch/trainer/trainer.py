@@ -266,6 +266,7 @@ class Trainer:
         lt = self.train_loop.timing
         m["timing_s/gen"], m["timing_s/search"] = lt["gen"], lt["search"]
         m["rollout/engine_idle_share"] = lt["engine_idle_share"]  # share of the rollout's wall time not generating
+        m["rollout/generate_calls"] = lt["generate_calls"]  # generate calls, or engine steps when streaming
         with timed(m, "reward"):
             scored = [self.score_fn(t.response_text, t.item.golden_answers) for t in trajs]
             batch = collate_trajectories(trajs, self.pad_id)

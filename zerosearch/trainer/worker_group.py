@@ -54,6 +54,46 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class RankStream:
+    """One rank's side of continuous batching across Ray workers (`dispatch.WorkerGroupStream`): the rank
+    engine's `GenerationStream`, advanced several decode steps per call, since a Ray round trip per decode
+    step would cost more than the step itself at small sizes."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.stream: Any = None
+
+    def open(self, params: Any) -> bool:
+        self.close()
+        self.stream = self.engine.open_stream(params)
+        if self.stream is None:
+            raise ValueError(f"the {type(self.engine).__name__} rollout engine has no continuous batching; "
+                             "set rollout.async_batching=call")
+        return True
+
+    def step(self, adds: list[tuple[Any, list[int], int, int | None]], max_steps: int) -> tuple[list[Any], int]:
+        """Add the new sequences, then decode until one finishes (or `max_steps`, or nothing is left).
+        Returns the finished (key, output) pairs and the sequences still on this rank."""
+        if self.stream is None:
+            raise RuntimeError("stream_step before stream_open")
+        for key, prompt, cap, seed in adds:
+            self.stream.add(key, prompt, cap, seed)
+        done: list[Any] = []
+        for _ in range(max_steps):
+            if not self.stream.active:
+                break
+            done += self.stream.step()
+            if done:  # back to the controller at once: finished turns have searches to send
+                break
+        return done, self.stream.active
+
+    def close(self) -> bool:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        return True
+
+
 class RankWorker:
     """What runs inside one Ray actor process. Method names are the controller's vocabulary."""
 
@@ -90,6 +130,16 @@ class RankWorker:
     # policy
     def generate(self, prompts, params, max_new_tokens, seeds):  # noqa: ANN001 - types live in rollout.types
         return self.policy.generate(prompts, params, max_new_tokens, seeds)
+
+    def stream_open(self, params) -> bool:  # noqa: ANN001
+        self._stream = RankStream(self.policy.engine)
+        return self._stream.open(params)
+
+    def stream_step(self, adds, max_steps: int):  # noqa: ANN001
+        return self._stream.step(adds, max_steps)
+
+    def stream_close(self) -> bool:
+        return self._stream.close() if getattr(self, "_stream", None) is not None else True
 
     def compute_log_prob(self, batch):  # noqa: ANN001
         return self.policy.compute_log_prob(batch)
