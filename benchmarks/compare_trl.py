@@ -137,8 +137,9 @@ def run_ours(a: dict, args, out: Path) -> dict:
     # tokens through the update: every row's prompt and response (the forward and backward cover both)
     rows_per_step = args.prompts * args.group
     update_tokens = [(r["prompt_length/mean"] + r["response_length/mean"]) * rows_per_step for r in rows]
+    n_params = matmul_params(a["model"])  # once: it builds the model from its config
     stages["update_flops_per_s"] = statistics.median(
-        6 * matmul_params(a["model"]) * n / r["timing_s/update_actor"] for n, r in zip(update_tokens, rows))
+        6 * n_params * n / r["timing_s/update_actor"] for n, r in zip(update_tokens, rows))
     stages["update_tokens"] = statistics.median(update_tokens)
     # engine vs trainer log-probs of the same tokens: the mismatch rollout.engine_log_probs_as_old would accept
     stages.update({k: max(r[k] for r in rows) for k in rows[0] if k.startswith("rollout/log_prob_diff")})

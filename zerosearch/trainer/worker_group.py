@@ -103,6 +103,7 @@ class RankWorker:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.policy: Any = None
         self.critic: Any = None
+        self._stream: RankStream | None = None  # the rollout's continuous batch, between stream_open and _close
 
     def where(self) -> tuple[str, str, int]:
         """(Ray node id, node IP, process id) of this rank: the placement that is logged at start."""
@@ -136,10 +137,12 @@ class RankWorker:
         return self._stream.open(params)
 
     def stream_step(self, adds, max_steps: int):  # noqa: ANN001
+        if self._stream is None:
+            raise RuntimeError("stream_step before stream_open")
         return self._stream.step(adds, max_steps)
 
     def stream_close(self) -> bool:
-        return self._stream.close() if getattr(self, "_stream", None) is not None else True
+        return self._stream.close() if self._stream is not None else True
 
     def compute_log_prob(self, batch):  # noqa: ANN001
         return self.policy.compute_log_prob(batch)
