@@ -3,8 +3,9 @@
 Why not `model.generate`: rollouts need the sampled ids *and* their log-probs, stop strings that end a
 sequence mid-batch, a per-sequence token cap (the context budget differs per trajectory), and sampling
 that does not depend on which other sequences share the batch. A direct loop over `model(...)` with a
-`DynamicCache` does all of that, and drops finished sequences from the batch as it goes (the cache is
-compacted), which matters when most trajectories stop early at `</search>`.
+KV cache (`kv_cache.GrowingCache`: a `DynamicCache` that appends in place) does all of that, and drops
+finished sequences from the batch as it goes (the cache is compacted), which matters when most
+trajectories stop early at `</search>`.
 
 Used by the rollout's HF engine (zerosearch.generation.hf_engine) and the in-process simulation LLM
 (zerosearch.search.sim_transports), so both sample the same way.
@@ -137,9 +138,9 @@ def sample_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
             attn[i, L - len(p):] = 1
     input_ids, attn = input_ids.to(dev), attn.to(dev)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    from transformers import DynamicCache
+    from zerosearch.generation.kv_cache import GrowingCache
 
-    cache = DynamicCache()
+    cache = GrowingCache()
     logits = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
                    use_cache=True).logits[:, -1, :]
     cur_pos = pos[:, -1]
@@ -347,7 +348,7 @@ class ContinuousBatch(GenerationStream):
     def _admit(self) -> None:
         """Prefill the queued sequences together (only their new tokens where a parked cache covers the
         rest) and merge them into the running batch."""
-        from transformers import DynamicCache
+        from zerosearch.generation.kv_cache import GrowingCache
 
         room = self.max_batch - len(self._rows)
         new, self._pending = self._pending[:room], self._pending[room:]
@@ -376,7 +377,7 @@ class ContinuousBatch(GenerationStream):
             attn[i, P + S - len(suf):] = 1
             pos[i, S - len(suf):] = torch.arange(n, n + len(suf))
         input_ids, attn, pos = input_ids.to(self.dev), attn.to(self.dev), pos.to(self.dev)
-        cache = DynamicCache()
+        cache = GrowingCache()
         if P > 0:  # the parked caches, left-padded to one length
             ref = next(p for p in pasts if p is not None)
             layers = []
@@ -387,7 +388,7 @@ class ContinuousBatch(GenerationStream):
                     if p is not None:
                         k[i, :, P - lens[i]:], v[i, :, P - lens[i]:] = p[li]
                 layers.append((k, v))
-            cache = DynamicCache(ddp_cache_data=layers)
+            cache = GrowingCache(layers)
         logits = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
                             use_cache=True).logits[:, -1, :]
         last_pos = pos[:, -1]
