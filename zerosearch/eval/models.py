@@ -189,4 +189,4 @@ def build_generation(cfg: ZeroSearchConfig) -> tuple[Any, Any]:
         cfg.model.dtype, torch.bfloat16 if device == "cuda" else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code,
                                                  attn_implementation=cfg.model.attn_implementation)
-    return HFEngine(model.to(device).eval(), tok, cfg.rollout.micro_batch_size), tok
+    return HFEngine(model.to(device).eval(), tok, cfg.rollout.micro_batch_size, cfg.rollout.cpu_decode_kernels), tok

@@ -45,7 +45,7 @@ def _build_hf(cfg: Any, tokenizer: Any, model_path: str, policy: torch.nn.Module
     model.config.use_cache = True
     for p in model.parameters():
         p.requires_grad_(False)
-    return HFEngine(model, tokenizer, cfg.rollout.micro_batch_size)
+    return HFEngine(model, tokenizer, cfg.rollout.micro_batch_size, cfg.rollout.cpu_decode_kernels)
 
 
 def _build_vllm(cfg: Any, tokenizer: Any, model_path: str, policy: torch.nn.Module | None, device: torch.device,

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from zerosearch.generation.cpu_kernels import drop_packed_weights, pack_linear_weights, use_sdpa_gqa
 from zerosearch.generation.sampler import ContinuousBatch, StopChecker, sample_batch
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.seeding import stable_seed
@@ -23,10 +24,19 @@ class HFEngine(GenerationEngine):
         model: a causal LM module in eval mode.
         tokenizer: its tokenizer (stop strings, padding).
         micro_batch_size: sequences decoded together; larger batches are split.
+        cpu_kernels: on CPU, decode with `sdpa_gqa` attention and prepacked bf16 weights
+            (`generation.cpu_kernels`: the same tokens, faster). `attention` and `packed_linears` say what
+            was applied.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, micro_batch_size: int = 256):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, micro_batch_size: int = 256,
+                 cpu_kernels: bool = True):
         self.model = model
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if cpu_kernels and on_cpu:
+            use_sdpa_gqa(model)
+        self.packed_linears = pack_linear_weights(model) if cpu_kernels and on_cpu else 0
+        self.attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -36,12 +46,13 @@ class HFEngine(GenerationEngine):
 
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                        micro_batch_size: int = 256, attn_implementation: str = "sdpa") -> "HFEngine":
+                        micro_batch_size: int = 256, attn_implementation: str = "sdpa",
+                        cpu_kernels: bool = True) -> "HFEngine":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-        return cls(model.to(device).eval(), tok, micro_batch_size)
+        return cls(model.to(device).eval(), tok, micro_batch_size, cpu_kernels)
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Copy a full state dict into the engine's module in place (keys as the HF model's)."""
@@ -51,6 +62,7 @@ class HFEngine(GenerationEngine):
         if set(missing) - tied or unexpected:
             raise ValueError(f"weight update does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
+        drop_packed_weights(self.model)  # load_state_dict bumps the versions too; this does not rely on it
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
                  max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
