@@ -137,3 +137,30 @@ def _tok(model_dir: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+
+
+def test_next_logits_asks_for_the_last_position_only(model_dir):
+    """The sampler's prefill asks for the last position's logits alone (`logits_to_keep=1`), which equal the
+    last position of the full logits; a model without that argument gets a full forward."""
+    from zerosearch.generation.sampler import _next_logits
+
+    model = _load(model_dir, torch.float32)
+    ids, mask = _padded_batch(_tok(model_dir))
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(out.logits.shape))
+    with torch.no_grad():
+        got = _next_logits(model, input_ids=ids, attention_mask=mask)
+        full = model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+    assert seen[0] == (ids.shape[0], 1, model.config.vocab_size)
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-5)
+
+    class NoKeep(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    with torch.no_grad():
+        torch.testing.assert_close(_next_logits(NoKeep(model), input_ids=ids, attention_mask=mask), full)
