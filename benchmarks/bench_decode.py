@@ -20,7 +20,6 @@ ratios); and whether every variant sampled the same ids as the baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -60,17 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.compare_trl import ROOT, make_assets
+    from benchmarks.compare_trl import cached_assets
     from zerosearch.generation.hf_engine import HFEngine
     from zerosearch.generation.types import SamplingParams
 
     torch.set_num_threads(args.threads)
-    root = ROOT / ".cache" / "bench" / "compare_trl"
-    root.mkdir(parents=True, exist_ok=True)
-    assets = root / f"assets_{args.size}.json"
-    if not assets.exists():
-        assets.write_text(json.dumps(make_assets(args.size, root, 16)))
-    a = json.loads(assets.read_text())
+    a = cached_assets(args.size)
     tok = AutoTokenizer.from_pretrained(a["model"], padding_side="left")
     texts = a["texts"]
     prompts = [tok.encode(texts[i % len(texts)]) for i in range(args.batch)]

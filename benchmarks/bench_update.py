@@ -17,7 +17,6 @@ operator table of one update.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import sys
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from benchmarks.compare_trl import ROOT, make_assets, matmul_params, matmul_peak
+    from benchmarks.compare_trl import cached_assets, matmul_params, matmul_peak
     from zerosearch.rollout.collate import collate_trajectories
     from zerosearch.rollout.types import PromptItem, Trajectory
     from zerosearch.workers import fsdp
@@ -49,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from zerosearch.workers.optim import build_optimizer
 
     torch.set_num_threads(args.threads)
-    root = ROOT / ".cache" / "bench" / "compare_trl"
-    root.mkdir(parents=True, exist_ok=True)
-    assets = root / f"assets_{args.size}.json"
-    if not assets.exists():
-        assets.write_text(json.dumps(make_assets(args.size, root, 16)))
-    model_dir = json.loads(assets.read_text())["model"]
+    model_dir = cached_assets(args.size)["model"]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

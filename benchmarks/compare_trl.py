@@ -72,6 +72,17 @@ def make_assets(size: str, root: Path, n_prompts: int) -> dict:
             "answers": [q.golden_answers for q in qs]}
 
 
+def cached_assets(size: str) -> dict:
+    """compare_trl's model and prompts for `size`, as its last run wrote them, built here if there was none
+    (for the benchmarks that reuse them: bench_update, bench_decode)."""
+    root = ROOT / ".cache" / "bench" / "compare_trl"
+    root.mkdir(parents=True, exist_ok=True)
+    assets = root / f"assets_{size}.json"
+    if not assets.exists():
+        assets.write_text(json.dumps(make_assets(size, root, 16)))
+    return json.loads(assets.read_text())
+
+
 def matmul_peak(dtype_name: str, threads: int) -> float:
     """The best FLOP/s of square matmuls (512, 1024, 2048) in this dtype on `threads` threads."""
     import torch
