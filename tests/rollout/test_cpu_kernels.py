@@ -164,3 +164,49 @@ def test_next_logits_asks_for_the_last_position_only(model_dir):
 
     with torch.no_grad():
         torch.testing.assert_close(_next_logits(NoKeep(model), input_ids=ids, attention_mask=mask), full)
+
+
+@needs_bf16
+def test_packed_linear_copies_and_follows_reassigned_weights():
+    """After a packed call the module still deep-copies and pickles (the packed cache is left out); a weight
+    replaced by another tensor, or written through `.data` and then dropped, is repacked."""
+    import pickle
+
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(32, 48).to(torch.bfloat16)
+    pack_linear_weights(torch.nn.Sequential(lin))
+    x = torch.randn(4, 32).to(torch.bfloat16)
+    with torch.no_grad():
+        lin(x)
+        twin = copy.deepcopy(lin)
+        assert torch.equal(twin(x), lin(x))
+        assert torch.equal(pickle.loads(pickle.dumps(lin))(x), lin(x))
+        new = torch.randn(48, 32).to(torch.bfloat16)
+        lin.weight.data = new.clone()  # another tensor, version 0 like the old one
+        assert torch.equal(lin(x), torch.nn.functional.linear(x, new, lin.bias))
+        lin.weight.data.mul_(3)  # through .data: no version bump, so the writer drops the cache
+        from zerosearch.generation.cpu_kernels import drop_packed_weights
+
+        drop_packed_weights(lin)
+        assert torch.equal(lin(x), torch.nn.functional.linear(x, new * 3, lin.bias))
+
+
+@needs_bf16
+def test_packed_linear_with_inference_mode_weights():
+    with torch.inference_mode():
+        lin = torch.nn.Linear(16, 8).to(torch.bfloat16)  # inference tensors keep no version counter
+        pack_linear_weights(torch.nn.Sequential(lin))
+        x = torch.randn(3, 16).to(torch.bfloat16)
+        assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+
+
+def test_eager_switches_only_where_it_equals_sdpa(model_dir):
+    """A Qwen2 configured with eager decodes with sdpa_gqa; a model type whose eager attention differs from
+    sdpa (Gemma 2's logit soft-capping) keeps eager."""
+    from transformers import Gemma2Config
+
+    assert use_sdpa_gqa(_load(model_dir, torch.float32, attn="eager"))
+    gemma = AutoModelForCausalLM.from_config(
+        Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=8), attn_implementation="eager")
+    assert not use_sdpa_gqa(gemma) and gemma.config._attn_implementation == "eager"

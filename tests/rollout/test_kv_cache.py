@@ -76,3 +76,11 @@ def test_growing_layer_appends_in_place_and_adopts_assignments():
 def test_transformers_layer_mapping_untouched():
     assert GrowingLayer not in DYNAMIC_LAYER_TYPE_MAPPING.values()
     assert DynamicLayer in DYNAMIC_LAYER_TYPE_MAPPING.values()
+
+
+def test_growing_layer_refuses_states_of_another_batch():
+    layer = GrowingLayer()
+    layer.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))
+    layer.keys, layer.values = layer.keys, layer.values  # adopted: the next append reallocates
+    with pytest.raises(ValueError, match="batch, heads or head size differ"):
+        layer.update(torch.zeros(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))

@@ -50,6 +50,9 @@ class GrowingLayer(DynamicLayer):
         fits = (buf is not None and buf.dim() == 4 and buf.shape[-2] >= n + t and buf.shape[:2] == new.shape[:2]
                 and buf.shape[-1] == new.shape[-1] and buf.dtype == new.dtype)
         if not fits:
+            if n and (buf.shape[:2] != new.shape[:2] or buf.shape[-1] != new.shape[-1]):
+                raise ValueError(f"cache {name} of shape {tuple(buf.shape[:2])}x{n}x{buf.shape[-1]} cannot take "
+                                 f"states of shape {tuple(new.shape)} (batch, heads or head size differ)")
             cap = n + t + max(self.min_spare, (n + t) // 2)
             grown = new.new_empty((*new.shape[:2], cap, new.shape[-1]))
             if n:
