@@ -210,3 +210,24 @@ def test_eager_switches_only_where_it_equals_sdpa(model_dir):
         Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=8), attn_implementation="eager")
     assert not use_sdpa_gqa(gemma) and gemma.config._attn_implementation == "eager"
+
+
+def test_engine_says_which_kernel_it_could_not_apply(tmp_path, caplog):
+    """A model whose attention cannot switch still decodes (speed, not correctness), with a warning naming
+    the key; a model that switches logs nothing."""
+    import logging
+
+    from transformers import Gemma2Config
+
+    gemma = AutoModelForCausalLM.from_config(
+        Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=8), attn_implementation="eager")
+    tok = _tok(make_tiny_model(tmp_path, TinySpec.preset("tiny")))
+    with caplog.at_level(logging.WARNING, logger="zerosearch.generation.hf_engine"):
+        engine = HFEngine(gemma.eval(), tok)
+    assert engine.attention == "eager"
+    assert "rollout.cpu_decode_kernels: attention stays eager" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zerosearch.generation.hf_engine"):
+        HFEngine(_load(str(tmp_path), torch.float32), tok)
+    assert "cpu_decode_kernels" not in caplog.text

@@ -7,14 +7,18 @@ updated in place after each step.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
 
-from zerosearch.generation.cpu_kernels import drop_packed_weights, pack_linear_weights, use_sdpa_gqa
+from zerosearch.generation.cpu_kernels import (EAGER_EQUALS_SDPA, SDPA_GQA, drop_packed_weights, pack_linear_weights,
+                                               use_sdpa_gqa)
 from zerosearch.generation.sampler import ContinuousBatch, StopChecker, sample_batch
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.seeding import stable_seed
+
+logger = logging.getLogger(__name__)
 
 
 class HFEngine(GenerationEngine):
@@ -37,6 +41,15 @@ class HFEngine(GenerationEngine):
             use_sdpa_gqa(model)
         self.packed_linears = pack_linear_weights(model) if cpu_kernels and on_cpu else 0
         self.attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if cpu_kernels and on_cpu:
+            # a kernel that could not be applied costs speed, not correctness: say so once, with the reason
+            bf16 = next(model.parameters()).dtype == torch.bfloat16
+            missing = ([f"attention stays {self.attention} (sdpa_gqa applies to sdpa, and to eager for "
+                        f"{', '.join(sorted(EAGER_EQUALS_SDPA))})"] if self.attention != SDPA_GQA else [])
+            if bf16 and not self.packed_linears:
+                missing.append("bf16 weights unpacked (this CPU or build has no oneDNN bf16)")
+            if missing:
+                logger.warning("rollout.cpu_decode_kernels: %s", "; ".join(missing))
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
