@@ -9,8 +9,10 @@ here if missing), decoding `--batch` toy-world prompts (about 43 tokens) for exa
 - `baseline`: transformers' `DynamicCache` (a `torch.cat` of the cache per step), the model's own attention,
   plain `nn.Linear`;
 - `growing_cache`: `kv_cache.GrowingCache` (appends in place), the rest as baseline;
-- `cpu_kernels`: growing cache + `rollout.cpu_decode_kernels` (`sdpa_gqa` attention, prepacked bf16
-  weights): what the engine does by default.
+- `cpu_kernels`: growing cache, `sdpa_gqa` attention, prepacked bf16 weights, transformers' forward;
+- `fused_decode`: the same and `generation.fused_decode` (fused q/k/v and gate/up projections, the decoder
+  stack run without transformers' per-layer dispatch): what the engine does by default
+  (`rollout.cpu_decode_kernels=true`) for Qwen2 and LLaMA.
 
 The variants take turns, rotating which goes first, after one warm-up call each. Printed per variant: the
 median seconds of one `generate` call, tokens/s, and the ratio to the baseline (median of the per-round
@@ -25,7 +27,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-VARIANTS = ("baseline", "growing_cache", "cpu_kernels")
+VARIANTS = ("baseline", "growing_cache", "cpu_kernels", "fused_decode")
 
 
 @contextmanager
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     engines = {}
     for v in VARIANTS:
         model = AutoModelForCausalLM.from_pretrained(a["model"], dtype=dtype, attn_implementation=args.attn).eval()
-        engines[v] = HFEngine(model, tok, micro_batch_size=args.batch, cpu_kernels=v == "cpu_kernels")
+        engines[v] = HFEngine(model, tok, micro_batch_size=args.batch, cpu_kernels=v in ("cpu_kernels", "fused_decode"),
+                              fused_decode=v == "fused_decode")
     params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new)
     seeds = list(range(args.batch))
 
@@ -82,14 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             outs = engines[v].generate(prompts, params, seeds=seeds)
             return time.perf_counter() - t, [o.token_ids for o in outs]
 
-    e = engines["cpu_kernels"]
+    e = engines["fused_decode"]
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} size {args.size} | {args.dtype}, {args.attn} attention, "
           f"{args.threads} thread(s) | {args.batch} x {args.max_new} tokens, prompts {len(prompts[0])} tokens | "
-          f"cpu_kernels: attention {e.attention}, {e.packed_linears} packed linears", flush=True)
+          f"fused_decode: attention {e.attention}, {e.packed_linears} packed linears, fused decoder {e.fused_decode}",
+          flush=True)
     ids = {v: call(v)[1] for v in VARIANTS}  # warm-up (and the packing of cpu_kernels' weights)
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.repeats):
-        for v in VARIANTS[r % 3:] + VARIANTS[:r % 3]:
+        for v in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:
             dt, got = call(v)
             times[v].append(dt)
             if v != "baseline" and got != ids["baseline"]:

@@ -81,8 +81,10 @@ class RolloutConfig:
     max_query_chars: int = cfg_field(512, "a search query longer than this many characters is cut (counted in env/query_chars_cut)")
     micro_batch_size: int = cfg_field(256, "sequences per generation call of the hf engine")
     cpu_decode_kernels: bool = cfg_field(
-        True, "hf engine on CPU: decode with sdpa_gqa attention (no K/V head repeat) and prepacked bf16 weights; "
-        "the same tokens, faster (zerosearch/generation/cpu_kernels.py)")
+        True, "hf engine on CPU: decode with sdpa_gqa attention (no K/V head repeat) and prepacked bf16 weights, "
+        "the same tokens, faster (zerosearch/generation/cpu_kernels.py); for Qwen2/LLaMA through the fused decoder "
+        "(fused q/k/v and gate/up projections, the same tokens up to a matmul's last bits: "
+        "zerosearch/generation/fused_decode.py)")
     gpu_memory_utilization: float = cfg_field(0.5, "vllm: fraction of device memory (of RAM on CPU) for weights + KV cache")
     tensor_parallel_size: int = cfg_field(1, "vllm: tensor-parallel degree of each rollout engine")
     enforce_eager: bool = cfg_field(False, "vllm: disable CUDA graphs / compilation (faster start, slower decode)")

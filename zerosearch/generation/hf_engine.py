@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
-from zerosearch.generation.cpu_kernels import (EAGER_EQUALS_SDPA, SDPA_GQA, drop_packed_weights, pack_linear_weights,
-                                               use_sdpa_gqa)
+from zerosearch.generation.cpu_kernels import (EAGER_EQUALS_SDPA, SDPA_GQA, PackedLinear, drop_packed_weights,
+                                               pack_linear_weights, use_sdpa_gqa)
+from zerosearch.generation.fused_decode import enable_fused_decode, fused_decoder, unsupported_reason
 from zerosearch.generation.sampler import ContinuousBatch, StopChecker, sample_batch
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.seeding import stable_seed
@@ -29,17 +30,21 @@ class HFEngine(GenerationEngine):
         tokenizer: its tokenizer (stop strings, padding).
         micro_batch_size: sequences decoded together; larger batches are split.
         cpu_kernels: on CPU, decode with `sdpa_gqa` attention and prepacked bf16 weights
-            (`generation.cpu_kernels`: the same tokens, faster). `attention` and `packed_linears` say what
-            was applied.
+            (`generation.cpu_kernels`: the same tokens, faster), and for Qwen2/LLaMA through the fused
+            decoder (`generation.fused_decode`: fused q/k/v and gate/up projections; the same tokens up to
+            the last bits of a matmul). `attention`, `packed_linears` and `fused_decode` say what was applied.
+        fused_decode: with `cpu_kernels`, whether to use the fused decoder (False: benchmarks' comparison).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, micro_batch_size: int = 256,
-                 cpu_kernels: bool = True):
+                 cpu_kernels: bool = True, fused_decode: bool = True):
         self.model = model
         on_cpu = next(model.parameters()).device.type == "cpu"
         if cpu_kernels and on_cpu:
             use_sdpa_gqa(model)
         self.packed_linears = pack_linear_weights(model) if cpu_kernels and on_cpu else 0
+        # after packing: the fused projections take the class (PackedLinear or Linear) of those they replace
+        self.fused_decode = cpu_kernels and fused_decode and on_cpu and enable_fused_decode(model) is not None
         self.attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
         if cpu_kernels and on_cpu:
             # a kernel that could not be applied costs speed, not correctness: say so once, with the reason
@@ -48,6 +53,8 @@ class HFEngine(GenerationEngine):
                         f"{', '.join(sorted(EAGER_EQUALS_SDPA))})"] if self.attention != SDPA_GQA else [])
             if bf16 and not self.packed_linears:
                 missing.append("bf16 weights unpacked (this CPU or build has no oneDNN bf16)")
+            if fused_decode and not self.fused_decode:
+                missing.append(f"transformers' forward, not the fused decoder: {unsupported_reason(model)}")
             if missing:
                 logger.warning("rollout.cpu_decode_kernels: %s", "; ".join(missing))
         self.tokenizer = tokenizer
@@ -76,6 +83,11 @@ class HFEngine(GenerationEngine):
             raise ValueError(f"weight update does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
         drop_packed_weights(self.model)  # load_state_dict bumps the versions too; this does not rely on it
+        fused = fused_decoder(self.model)
+        if fused is not None:  # its projections are outside the module tree drop_packed_weights walks
+            for lin in fused.fused_linears():
+                if isinstance(lin, PackedLinear):
+                    lin.drop_packed()
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
                  max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from zerosearch.generation.fused_decode import fused_decoder
 from zerosearch.generation.types import GenerationOutput, GenerationStream
 
 
@@ -119,7 +120,11 @@ def _accepts_logits_to_keep(model_class: type) -> bool:
 def _next_logits(model: torch.nn.Module, **inputs: Any) -> torch.Tensor:
     """The model's logits at the last position of each row, [B, vocab]. Asks for that position alone where
     the model can (`logits_to_keep=1`): a prefill's full logits are B x L x vocab (at a 152k vocabulary,
-    64 rows of 600 tokens would be 11 GB in bf16)."""
+    64 rows of 600 tokens would be 11 GB in bf16). A model with a fused decoder attached
+    (`generation.fused_decode`, the HF engine on CPU) is run through it."""
+    fused = fused_decoder(model)
+    if fused is not None and fused.intact():
+        return fused(**inputs)
     if _accepts_logits_to_keep(type(model)):
         inputs["logits_to_keep"] = 1
     return model(**inputs).logits[:, -1, :]
