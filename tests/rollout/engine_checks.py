@@ -9,6 +9,19 @@ TEXTS = ["Answer the given question.", "Doc 1(Title: Paris) Paris is the capital
          "What is the capital of the country? Which river flows through the city? When was it founded?", "Q"]
 
 
+def left_padded_batch(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask [B, L] of TEXTS, whose lengths differ (so the mask is not all ones)."""
+    prompts = [tokenizer.encode(t) for t in TEXTS]
+    L = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), L), tokenizer.pad_token_id or 0)
+    mask = torch.zeros((len(prompts), L), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, L - len(p):] = torch.tensor(p)
+        mask[i, L - len(p):] = 1
+    assert not bool(mask.all())
+    return ids, mask
+
+
 def recompute_log_probs(model: torch.nn.Module, prompt: list[int], response: list[int], temperature: float
                         ) -> torch.Tensor:
     """log softmax(logits / T) of each response token, from one forward over prompt + response."""

@@ -21,7 +21,7 @@ from zerosearch.generation.hf_engine import HFEngine
 from zerosearch.generation.types import SamplingParams
 from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
 
-from engine_checks import TEXTS
+from engine_checks import TEXTS, left_padded_batch
 
 needs_bf16 = pytest.mark.skipif(not packed_bf16_supported(), reason="this CPU has no oneDNN bf16")
 
@@ -36,25 +36,12 @@ def _load(model_dir: str, dtype: torch.dtype, attn: str = "sdpa") -> torch.nn.Mo
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn).eval()
 
 
-def _padded_batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask [B, L] of prompts of different lengths (so the mask is not all ones)."""
-    prompts = [tok.encode(t) for t in TEXTS]
-    L = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), L), tok.pad_token_id or 0)
-    mask = torch.zeros((len(prompts), L), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, L - len(p):] = torch.tensor(p)
-        mask[i, L - len(p):] = 1
-    assert not bool(mask.all())
-    return ids, mask
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16)])
 def test_sdpa_gqa_logits_equal_sdpa(model_dir, dtype):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids, mask = _padded_batch(tok)
+    ids, mask = left_padded_batch(tok)
     ref_model = _load(model_dir, dtype)
     gqa_model = _load(model_dir, dtype)
     assert ref_model.config.num_key_value_heads < ref_model.config.num_attention_heads
@@ -145,7 +132,7 @@ def test_next_logits_asks_for_the_last_position_only(model_dir):
     from zerosearch.generation.sampler import _next_logits
 
     model = _load(model_dir, torch.float32)
-    ids, mask = _padded_batch(_tok(model_dir))
+    ids, mask = left_padded_batch(_tok(model_dir))
     seen = []
     model.register_forward_hook(lambda m, args, out: seen.append(out.logits.shape))
     with torch.no_grad():

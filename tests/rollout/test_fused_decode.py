@@ -25,7 +25,7 @@ from zerosearch.generation.kv_cache import GrowingCache
 from zerosearch.generation.sampler import _next_logits
 from zerosearch.testing.tiny_models import TinySpec, make_tiny_model
 
-from engine_checks import TEXTS
+from engine_checks import left_padded_batch
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +46,6 @@ def _llama(vocab: int) -> torch.nn.Module:
                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
     return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
-
-
-def _padded(tok) -> tuple[torch.Tensor, torch.Tensor]:
-    prompts = [tok.encode(t) for t in TEXTS]
-    L = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), L), tok.pad_token_id or 0)
-    mask = torch.zeros((len(prompts), L), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, L - len(p):] = torch.tensor(p)
-        mask[i, L - len(p):] = 1
-    assert not bool(mask.all())
-    return ids, mask
 
 
 def _decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, steps: int,
@@ -86,7 +74,7 @@ def test_fused_logits_equal_transformers(model_dir, family):
     assert ref.config.num_key_value_heads < ref.config.num_attention_heads  # grouped-query
     assert (ref.model.layers[0].self_attn.q_proj.bias is not None) == (family == "qwen2")
     assert enable_fused_decode(fused) is not None
-    ids, mask = _padded(tok)
+    ids, mask = left_padded_batch(tok)
     want, got = _decode(ref, ids, mask, 8, fused=False), _decode(fused, ids, mask, 8, fused=True)
     for step, (a, b) in enumerate(zip(want, got)):
         assert a.shape == b.shape
@@ -110,7 +98,7 @@ def test_fusing_keeps_the_parameters_and_follows_load_state_dict(model_dir, tmp_
     plain.load_state_dict(other.state_dict())
     assert decoder.intact()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids, mask = _padded(tok)
+    ids, mask = left_padded_batch(tok)
     a, b = _decode(plain, ids, mask, 3, fused=False), _decode(model, ids, mask, 3, fused=True)
     assert all(torch.allclose(x, y, atol=1e-5, rtol=0) for x, y in zip(a, b))
 
@@ -124,7 +112,7 @@ def test_replaced_weights_fall_back_to_transformers(model_dir):
     plain.model.layers[1].mlp.gate_proj.weight = torch.nn.Parameter(new.detach().clone())
     assert not decoder.intact()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids, mask = _padded(tok)
+    ids, mask = left_padded_batch(tok)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         got = _next_logits(model, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=GrowingCache())
