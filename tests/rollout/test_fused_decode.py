@@ -19,6 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from zerosearch.generation.cpu_kernels import drop_packed_weights, pack_linear_weights, packed_bf16_supported
 from zerosearch.generation.fused_decode import enable_fused_decode, fused_decoder, unsupported_reason
 from zerosearch.generation.hf_engine import HFEngine
 from zerosearch.generation.kv_cache import GrowingCache
@@ -103,13 +104,24 @@ def test_fusing_keeps_the_parameters_and_follows_load_state_dict(model_dir, tmp_
     assert all(torch.allclose(x, y, atol=1e-5, rtol=0) for x, y in zip(a, b))
 
 
-def test_replaced_weights_fall_back_to_transformers(model_dir):
+REPLACEMENTS = [("self_attn.q_proj", "weight", "param"), ("self_attn.k_proj", "weight", "param"),
+                ("self_attn.v_proj", "bias", "param"), ("mlp.up_proj", "weight", "param"),
+                ("mlp.gate_proj", "weight", "data")]
+
+
+@pytest.mark.parametrize("path,name,how", REPLACEMENTS)
+def test_replaced_weights_fall_back_to_transformers(model_dir, path, name, how):
+    """Any fused weight or bias replaced after fusing (a new Parameter, or `.data` pointed elsewhere) sends
+    the sampler back to transformers' forward, which sees the new tensor."""
     model, plain = _qwen2(model_dir), _qwen2(model_dir)
     decoder = enable_fused_decode(model)
-    layer = model.model.layers[1].mlp
-    new = torch.nn.Parameter(torch.randn_like(layer.gate_proj.weight))
-    layer.gate_proj.weight = new  # no longer a view of the fused gate/up tensor
-    plain.model.layers[1].mlp.gate_proj.weight = torch.nn.Parameter(new.detach().clone())
+    new = torch.randn_like(getattr(model.model.layers[1].get_submodule(path), name))
+    for m in (model, plain):
+        lin = m.model.layers[1].get_submodule(path)
+        if how == "param":
+            setattr(lin, name, torch.nn.Parameter(new.clone()))
+        else:
+            getattr(lin, name).data = new.clone()
     assert not decoder.intact()
     tok = AutoTokenizer.from_pretrained(model_dir)
     ids, mask = left_padded_batch(tok)
@@ -118,6 +130,40 @@ def test_replaced_weights_fall_back_to_transformers(model_dir):
         got = _next_logits(model, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=GrowingCache())
         want = plain(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :]
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not packed_bf16_supported(), reason="this CPU has no oneDNN bf16")
+def test_drop_packed_weights_reaches_the_fused_projections(model_dir, tmp_path):
+    """A bf16 writer through `.data` (no version bump) that calls drop_packed_weights, as PackedLinear's
+    contract asks, gets the new weights in the fused decoder's packed projections too."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    pack_linear_weights(model)
+    decoder = enable_fused_decode(model)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids, mask = left_padded_batch(tok)
+    _decode(model, ids, mask, 1, fused=True)  # packs the fused projections with the old weights
+    other = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path, TinySpec.preset("tiny", seed=7)),
+                                                 dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), other.parameters()):
+            p.data.copy_(q.data)
+    drop_packed_weights(model)
+    assert decoder.intact()
+    got, want = _decode(model, ids, mask, 2, fused=True), _decode(other, ids, mask, 2, fused=False)
+    assert all(torch.allclose(x.float(), y.float(), atol=0.15, rtol=0) for x, y in zip(got, want))
+
+
+def test_engine_setting_holds_on_a_model_fused_before(model_dir):
+    """An engine built with fused_decode=False (or without kernels) on a model an earlier engine fused
+    decodes through transformers' forward, as it reports."""
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = _qwen2(model_dir)
+    assert HFEngine(model, tok).fused_decode and fused_decoder(model) is not None
+    off = HFEngine(model, tok, fused_decode=False)
+    assert not off.fused_decode and fused_decoder(model) is None
+    assert HFEngine(model, tok).fused_decode  # and back on
+    HFEngine(model, tok, cpu_kernels=False)
+    assert fused_decoder(model) is None
 
 
 def test_unsupported_models_are_left_alone(model_dir, caplog):

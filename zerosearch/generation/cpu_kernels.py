@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from zerosearch.generation.fused_decode import fused_decoder
+
 SDPA_GQA = "sdpa_gqa"
 _registered = False
 
@@ -137,8 +139,10 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def drop_packed_weights(model: torch.nn.Module) -> None:
-    """Forget every packed copy (the next call repacks). For writers that bypass the version counter."""
-    for mod in model.modules():
+    """Forget every packed copy (the next call repacks), the fused decoder's included (its projections are
+    outside the module tree). For writers that bypass the version counter."""
+    fused = fused_decoder(model)
+    for mod in [*model.modules(), *(fused.fused_linears() if fused is not None else ())]:
         if isinstance(mod, PackedLinear):
             mod.drop_packed()
 

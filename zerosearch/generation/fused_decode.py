@@ -92,9 +92,15 @@ class FusedDecoder:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        layers = model.model.layers
+        layers = _layers(model)
         self.qkv = [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in layers]
         self.gate_up = [_fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers]
+        # every re-pointed weight and bias, with the address it must keep: `intact` compares them all
+        self._views = [(lin, name, getattr(lin, name).data_ptr())
+                       for l in layers
+                       for lin in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.mlp.gate_proj,
+                                   l.mlp.up_proj)
+                       for name in ("weight", "bias") if getattr(lin, name) is not None]
         self.splits = [(l.self_attn.q_proj.weight.shape[0], l.self_attn.k_proj.weight.shape[0]) for l in layers]
         # the modeling module's own rotary application (LLaMA-3 rope scaling lives in rotary_emb's cos/sin)
         self._rotary = sys.modules[type(layers[0].self_attn).__module__].apply_rotary_pos_emb
@@ -103,15 +109,14 @@ class FusedDecoder:
         return self.qkv + self.gate_up
 
     def intact(self) -> bool:
-        """Whether every layer's HF q and gate weights still live in the fused tensors. False after something
-        replaced them (`model.to(...)`, a deep copy, assigning a new Parameter): the sampler then falls back
-        to transformers' forward rather than decode with weights the model no longer has."""
-        for layer, qkv, gate_up in zip(self.model.model.layers, self.qkv, self.gate_up):
-            if (layer.self_attn.q_proj.weight.untyped_storage().data_ptr() != qkv.weight.untyped_storage().data_ptr()
-                    or layer.mlp.gate_proj.weight.untyped_storage().data_ptr()
-                    != gate_up.weight.untyped_storage().data_ptr()):
-                return False
-        return True
+        """Whether every re-pointed HF weight and bias still lives where it did in the fused tensors. False
+        after something replaced one (`model.to(...)`, a deep copy, a new Parameter, an assignment to
+        `.data`) or when the model is in training mode (this forward has no dropout): the sampler then falls
+        back to transformers' forward rather than decode with weights the model no longer has."""
+        if self.model.training:
+            return False
+        return all(getattr(lin, name) is not None and getattr(lin, name).data_ptr() == ptr
+                   for lin, name, ptr in self._views)
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -124,7 +129,7 @@ class FusedDecoder:
         b, s = input_ids.shape
         cos, sin = inner.rotary_emb(h, position_ids)
         mask = _attention_mask(attention_mask, s)
-        for i, layer in enumerate(inner.layers):
+        for i, layer in enumerate(_layers(self.model)):
             attn, mlp = layer.self_attn, layer.mlp
             nq, nk = self.splits[i]
             x = layer.input_layernorm(h)
@@ -142,6 +147,11 @@ class FusedDecoder:
             half = gu.shape[-1] // 2
             h = h + mlp.down_proj(mlp.act_fn(gu[..., :half]) * gu[..., half:])
         return self.model.lm_head(inner.norm(h[:, -1:]))[:, -1]
+
+
+def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder layers transformers' forward runs: the first `config.num_hidden_layers`."""
+    return list(model.model.layers[:model.config.num_hidden_layers])
 
 
 def _attention_mask(padding: torch.Tensor, s: int) -> torch.Tensor:
@@ -174,3 +184,9 @@ def enable_fused_decode(model: torch.nn.Module) -> FusedDecoder | None:
 def fused_decoder(model: torch.nn.Module) -> FusedDecoder | None:
     """The decoder `enable_fused_decode` attached to `model`, if any."""
     return model.__dict__.get(_ATTR)
+
+
+def disable_fused_decode(model: torch.nn.Module) -> None:
+    """Detach the fused decoder: the sampler goes back to transformers' forward. The weights stay views of
+    the fused tensors, which changes nothing for transformers."""
+    model.__dict__.pop(_ATTR, None)

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
-from zerosearch.generation.cpu_kernels import (EAGER_EQUALS_SDPA, SDPA_GQA, PackedLinear, drop_packed_weights,
-                                               pack_linear_weights, use_sdpa_gqa)
-from zerosearch.generation.fused_decode import enable_fused_decode, fused_decoder, unsupported_reason
+from zerosearch.generation.cpu_kernels import (EAGER_EQUALS_SDPA, SDPA_GQA, drop_packed_weights, pack_linear_weights,
+                                               use_sdpa_gqa)
+from zerosearch.generation.fused_decode import disable_fused_decode, enable_fused_decode, unsupported_reason
 from zerosearch.generation.sampler import ContinuousBatch, StopChecker, sample_batch
 from zerosearch.generation.types import GenerationEngine, GenerationOutput, GenerationStream, SamplingParams
 from zerosearch.utils.seeding import stable_seed
@@ -45,6 +45,8 @@ class HFEngine(GenerationEngine):
         self.packed_linears = pack_linear_weights(model) if cpu_kernels and on_cpu else 0
         # after packing: the fused projections take the class (PackedLinear or Linear) of those they replace
         self.fused_decode = cpu_kernels and fused_decode and on_cpu and enable_fused_decode(model) is not None
+        if not self.fused_decode:
+            disable_fused_decode(model)  # a model fused by an earlier engine: this engine's setting holds
         self.attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
         if cpu_kernels and on_cpu:
             # a kernel that could not be applied costs speed, not correctness: say so once, with the reason
@@ -83,11 +85,6 @@ class HFEngine(GenerationEngine):
             raise ValueError(f"weight update does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
         drop_packed_weights(self.model)  # load_state_dict bumps the versions too; this does not rely on it
-        fused = fused_decoder(self.model)
-        if fused is not None:  # its projections are outside the module tree drop_packed_weights walks
-            for lin in fused.fused_linears():
-                if isinstance(lin, PackedLinear):
-                    lin.drop_packed()
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
                  max_new_tokens: Sequence[int] | None = None, seeds: Sequence[int] | None = None
