@@ -68,3 +68,18 @@ def test_inprocess_greedy_and_missing_model(tiny_dir: Path) -> None:
     with pytest.raises(ValueError, match="model_path"):
         SimulatedSearchEngine.from_config(SimulationConfig(transport="inprocess"), CurriculumConfig(),
                                           mode="simulate_sft", topk=5, total_steps=1, seed=0, cache=False)
+
+
+def test_inprocess_decodes_through_the_fused_decoder_with_the_same_text(tiny_dir: Path) -> None:
+    """On CPU the transport decodes with the HF engine's CPU path (sdpa_gqa, fused decoder); the same seeds
+    give the text transformers' forward gives."""
+    from zerosearch.generation.fused_decode import fused_decoder
+    from zerosearch.generation.types import SamplingParams
+    from zerosearch.search.sim_transports import InProcessTransport
+
+    fast, plain = InProcessTransport(str(tiny_dir), seed=3), InProcessTransport(str(tiny_dir), seed=3, cpu_kernels=False)
+    assert fused_decoder(fast.model) is not None and fused_decoder(plain.model) is None
+    assert fast.model.config._attn_implementation == "sdpa_gqa"
+    prompts = [f"Write a document about river {i}." for i in range(6)]
+    params = SamplingParams(temperature=1.0, max_new_tokens=24)
+    assert fast.generate(prompts, params, seeds=list(range(6))) == plain.generate(prompts, params, seeds=list(range(6)))

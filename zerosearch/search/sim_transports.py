@@ -153,11 +153,14 @@ class InProcessTransport:
         model_path: the simulator's folder (model + tokenizer with a chat template).
         batch_size: prompts per `generate` call.
         seed: seeds sampling, so a run is reproducible.
+        cpu_kernels: on CPU, decode with the HF engine's `sdpa_gqa` attention and, for Qwen2/LLaMA, its fused
+            decoder (fp32 logits within 1e-5 of transformers'; False: transformers' forward).
     """
 
     name = "inprocess"
 
-    def __init__(self, model_path: str, batch_size: int = 16, seed: int = 0, device: str = "cpu"):
+    def __init__(self, model_path: str, batch_size: int = 16, seed: int = 0, device: str = "cpu",
+                 cpu_kernels: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -168,6 +171,14 @@ class InProcessTransport:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.renderer = ChatRenderer(tokenizer=self.tokenizer)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+        if cpu_kernels and torch.device(device).type == "cpu":
+            # the HF engine's CPU decode path (docs/ARCHITECTURE.md, "CPU decode kernels", "Fused decoder"):
+            # in the toy run the simulator's decoding is about a third of a training step
+            from zerosearch.generation.cpu_kernels import use_sdpa_gqa
+            from zerosearch.generation.fused_decode import enable_fused_decode
+
+            use_sdpa_gqa(self.model)
+            enable_fused_decode(self.model)
         self.batch_size, self.device = batch_size, device
         self._generator_seed = seed
         self._calls = 0
