@@ -110,7 +110,7 @@ REPLACEMENTS = [("self_attn.q_proj", "weight", "param"), ("self_attn.k_proj", "w
 
 
 @pytest.mark.parametrize("path,name,how", REPLACEMENTS)
-def test_replaced_weights_fall_back_to_transformers(model_dir, path, name, how):
+def test_replaced_weights_fall_back_to_transformers(model_dir, path, name, how, caplog):
     """Any fused weight or bias replaced after fusing (a new Parameter, or `.data` pointed elsewhere) sends
     the sampler back to transformers' forward, which sees the new tensor."""
     model, plain = _qwen2(model_dir), _qwen2(model_dir)
@@ -126,10 +126,14 @@ def test_replaced_weights_fall_back_to_transformers(model_dir, path, name, how):
     tok = AutoTokenizer.from_pretrained(model_dir)
     ids, mask = left_padded_batch(tok)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="zerosearch.generation.fused_decode"):
         got = _next_logits(model, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=GrowingCache())
         want = plain(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :]
+        _next_logits(model, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=GrowingCache())
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    # the lost speed is counted and said once, naming the key
+    assert decoder.fallbacks == 2
+    assert caplog.text.count("rollout.cpu_decode_kernels: the fused decoder is off") == 1
 
 
 @pytest.mark.skipif(not packed_bf16_supported(), reason="this CPU has no oneDNN bf16")

@@ -21,11 +21,14 @@ Measured: docs/PERFORMANCE.md, "Decoding on CPU".
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 FUSED_DECODE_TYPES = frozenset({"qwen2", "llama"})
 _ATTR = "_zs_fused_decoder"
@@ -104,6 +107,7 @@ class FusedDecoder:
         self.splits = [(l.self_attn.q_proj.weight.shape[0], l.self_attn.k_proj.weight.shape[0]) for l in layers]
         # the modeling module's own rotary application (LLaMA-3 rope scaling lives in rotary_emb's cos/sin)
         self._rotary = sys.modules[type(layers[0].self_attn).__module__].apply_rotary_pos_emb
+        self.fallbacks = 0  # calls that went to transformers' forward because `intact()` was false
 
     def fused_linears(self) -> list[torch.nn.Linear]:
         return self.qkv + self.gate_up
@@ -117,6 +121,15 @@ class FusedDecoder:
             return False
         return all(getattr(lin, name) is not None and getattr(lin, name).data_ptr() == ptr
                    for lin, name, ptr in self._views)
+
+    def note_fallback(self) -> None:
+        """Count a call sent to transformers' forward, and say so once: correct, but the speed is lost."""
+        self.fallbacks += 1
+        if self.fallbacks == 1:
+            logger.warning("rollout.cpu_decode_kernels: the fused decoder is off for this model from now on (%s); "
+                           "decoding through transformers' forward, the same tokens, slower",
+                           "the model is in training mode" if self.model.training else
+                           "a fused weight or bias was replaced after fusing, e.g. by model.to() or a new Parameter")
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,

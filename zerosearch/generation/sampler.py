@@ -123,8 +123,10 @@ def _next_logits(model: torch.nn.Module, **inputs: Any) -> torch.Tensor:
     64 rows of 600 tokens would be 11 GB in bf16). A model with a fused decoder attached
     (`generation.fused_decode`, the HF engine on CPU) is run through it."""
     fused = fused_decoder(model)
-    if fused is not None and fused.intact():
-        return fused(**inputs)
+    if fused is not None:
+        if fused.intact():
+            return fused(**inputs)
+        fused.note_fallback()
     if _accepts_logits_to_keep(type(model)):
         inputs["logits_to_keep"] = 1
     return model(**inputs).logits[:, -1, :]
