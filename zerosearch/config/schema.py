@@ -320,6 +320,10 @@ class TrainerConfig:
     cpu_threads_per_worker: int = cfg_field(
         1, "torch / OpenMP threads of each CPU worker (its Ray CPU share); with fewer workers than cores, more "
         "threads use the rest: 1 worker x 2 threads was the fastest 25 M step on 2 cores (docs/PERFORMANCE.md)")
+    cpu_malloc_tuning: bool = cfg_field(
+        True, "CPU workers keep freed tensor memory for the next step (glibc mallopt: mmap threshold 32 MiB, "
+        "trim threshold 1 GiB) instead of page-faulting it back every step; no effect on GPU or without glibc "
+        "(docs/PERFORMANCE.md)")
     ray_address: Optional[str] = cfg_field(None, "join this Ray cluster (e.g. auto or head:6379); None = start a local one")
     seed: int = cfg_field(1, "SEED: seeds data order, sampling, curriculum draws and initialisation")
     project_name: str = cfg_field("zerosearch", "tracking project")

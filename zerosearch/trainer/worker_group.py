@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from zerosearch.config.schema import ZeroSearchConfig
 from zerosearch.utils.errors import RunError
+from zerosearch.utils.malloc import keep_freed_memory
 
 
 class WorkerDiedError(RunError):
@@ -101,13 +102,21 @@ class RankWorker:
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         torch.set_num_threads(max(1, threads))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # on CPU, freed activations stay mapped for the next step instead of being page-faulted back
+        # (zerosearch.utils.malloc); said in the start-up log line of this rank either way
+        self.malloc_note = ""
+        if device == "cpu" and cfg.trainer.cpu_malloc_tuning:
+            why_not = keep_freed_memory()
+            self.malloc_note = ("malloc keeps freed memory" if why_not is None
+                                else f"trainer.cpu_malloc_tuning not applied: {why_not}")
         self.policy: Any = None
         self.critic: Any = None
         self._stream: RankStream | None = None  # the rollout's continuous batch, between stream_open and _close
 
-    def where(self) -> tuple[str, str, int]:
-        """(Ray node id, node IP, process id) of this rank: the placement that is logged at start."""
-        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()
+    def where(self) -> tuple[str, str, int, str]:
+        """(Ray node id, node IP, process id, malloc note) of this rank: what is logged at start."""
+        return (ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid(),
+                self.malloc_note)
 
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
@@ -236,7 +245,7 @@ class WorkerGroup:
             ).remote(cfg, i, n, resources.device, resources.cpus_per_worker)
             for i in range(n)
         ]
-        self.placement: list[tuple[str, str, int]] = ray.get([w.where.remote() for w in self.workers])
+        self.placement: list[tuple[str, str, int, str]] = ray.get([w.where.remote() for w in self.workers])
         addr, port = ray.get(self.workers[0].master_address.remote())
         self._gather([w.init.remote(addr, port, model_path, with_critic) for w in self.workers], "init")
 
@@ -249,8 +258,8 @@ class WorkerGroup:
         return self._gather([getattr(w, method).remote(*args) for w in self.workers], method)
 
     def describe(self, rank: int) -> str:
-        node, ip, pid = self.placement[rank]
-        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid})"
+        node, ip, pid, malloc_note = self.placement[rank]
+        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid}{'; ' + malloc_note if malloc_note else ''})"
 
     def _gather(self, refs: list[Any], method: str) -> list[Any]:
         """Results in rank order; a rank that died (its process or its node) raises WorkerDiedError naming it
