@@ -96,7 +96,9 @@ class Trainer:
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
         for rank in range(self.group.world_size):
-            self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)")
+            note = self.group.malloc_note(rank)
+            self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)"
+                      + (f"; {note}" if note else ""))
         self.train_search = build_search_engine(cfg, role="train")
         self.eval_search = build_search_engine(cfg, role="eval") if eval_engine_configured(cfg.search) else None
         if self.eval_search is None and self.val_items:  # the original's command line names no evaluation engine

@@ -258,8 +258,12 @@ class WorkerGroup:
         return self._gather([getattr(w, method).remote(*args) for w in self.workers], method)
 
     def describe(self, rank: int) -> str:
-        node, ip, pid, malloc_note = self.placement[rank]
-        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid}{'; ' + malloc_note if malloc_note else ''})"
+        node, ip, pid, _ = self.placement[rank]
+        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid})"
+
+    def malloc_note(self, rank: int) -> str:
+        """What `trainer.cpu_malloc_tuning` did on this rank ("" on GPU or when off)."""
+        return self.placement[rank][3]
 
     def _gather(self, refs: list[Any], method: str) -> list[Any]:
         """Results in rank order; a rank that died (its process or its node) raises WorkerDiedError naming it
