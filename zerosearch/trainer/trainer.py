@@ -96,7 +96,7 @@ class Trainer:
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
         for rank in range(self.group.world_size):
-            note = self.group.malloc_note(rank)
+            note = "; ".join(x for x in (self.group.malloc_note(rank), self.group.niceness_note(rank)) if x)
             self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)"
                       + (f"; {note}" if note else ""))
         self.train_search = build_search_engine(cfg, role="train")
@@ -138,6 +138,11 @@ class Trainer:
         else:
             # on CPU the ranks need a CPU each; Ray would otherwise refuse to place them on a 2-core machine
             kwargs["num_cpus"] = max(os.cpu_count() or 1, self.resources.world_size * self.resources.cpus_per_worker)
+            if "RAY_worker_niceness" not in os.environ:
+                # Ray starts its workers at niceness 15, so any other process preempts a rank mid-kernel (and
+                # with it every OpenMP thread waiting at the next barrier): 4-7% of a 25 M CPU step
+                # (docs/PERFORMANCE.md). The ranks are this run's compute; they run at the driver's priority.
+                kwargs["_system_config"] = {"worker_niceness": 0}
         ray.init(**kwargs)
 
     def _encode(self, rows: list[QARow], what: str) -> list[PromptItem]:
