@@ -96,7 +96,7 @@ class Trainer:
         self.group = WorkerGroup(cfg, self.resources, cfg.model.path, with_critic=self.use_critic)
         self.engine = WorkerGroupEngine(self.group)
         for rank in range(self.group.world_size):
-            note = "; ".join(x for x in (self.group.malloc_note(rank), self.group.niceness_note(rank)) if x)
+            note = self.group.setup_notes(rank)
             self._log(f"[workers] {self.group.describe(rank)} ({cfg.trainer.placement_strategy} placement)"
                       + (f"; {note}" if note else ""))
         self.train_search = build_search_engine(cfg, role="train")

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn, Sequence
+from typing import Any, NamedTuple, NoReturn, Sequence
 
 import ray
 import torch
@@ -95,6 +95,16 @@ class RankStream:
         return True
 
 
+class RankInfo(NamedTuple):
+    """Where a rank runs and how its process was set up: what the controller logs at start."""
+
+    node_id: str
+    ip: str
+    pid: int
+    malloc_note: str  # what trainer.cpu_malloc_tuning did ("" on GPU or when off)
+    niceness: int
+
+
 class RankWorker:
     """What runs inside one Ray actor process. Method names are the controller's vocabulary."""
 
@@ -113,10 +123,10 @@ class RankWorker:
         self.critic: Any = None
         self._stream: RankStream | None = None  # the rollout's continuous batch, between stream_open and _close
 
-    def where(self) -> tuple[str, str, int, str, int]:
-        """(Ray node id, node IP, process id, malloc note, niceness) of this rank: what is logged at start."""
-        return (ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid(),
-                self.malloc_note, os.nice(0))
+    def where(self) -> RankInfo:
+        """Where this rank runs and how its process was set up: what is logged at start."""
+        return RankInfo(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid(),
+                        self.malloc_note, os.nice(0))
 
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
@@ -245,7 +255,7 @@ class WorkerGroup:
             ).remote(cfg, i, n, resources.device, resources.cpus_per_worker)
             for i in range(n)
         ]
-        self.placement: list[tuple[str, str, int, str, int]] = ray.get([w.where.remote() for w in self.workers])
+        self.placement: list[RankInfo] = ray.get([w.where.remote() for w in self.workers])
         addr, port = ray.get(self.workers[0].master_address.remote())
         self._gather([w.init.remote(addr, port, model_path, with_critic) for w in self.workers], "init")
 
@@ -258,21 +268,19 @@ class WorkerGroup:
         return self._gather([getattr(w, method).remote(*args) for w in self.workers], method)
 
     def describe(self, rank: int) -> str:
-        node, ip, pid = self.placement[rank][:3]
-        return f"rank {rank} (node {node[:12]} at {ip}, pid {pid})"
+        p = self.placement[rank]
+        return f"rank {rank} (node {p.node_id[:12]} at {p.ip}, pid {p.pid})"
 
-    def malloc_note(self, rank: int) -> str:
-        """What `trainer.cpu_malloc_tuning` did on this rank ("" on GPU or when off)."""
-        return self.placement[rank][3]
-
-    def niceness_note(self, rank: int) -> str:
-        """"" when the rank runs at niceness 0; otherwise a warning. A local cluster starts its workers at 0
-        (`Trainer._init_ray`); a joined one keeps its own setting, by default Ray's 15."""
-        nice = self.placement[rank][4]
-        if nice == 0:
-            return ""
-        return (f"niceness {nice}: other processes on the node preempt this rank first (start the Ray cluster "
-                f"with RAY_worker_niceness=0 to run it at normal priority)")
+    def setup_notes(self, rank: int) -> str:
+        """The rank's process set-up worth a line: what `trainer.cpu_malloc_tuning` did, and a warning when
+        it runs at a niceness other than 0 (a local cluster starts its workers at 0, `Trainer._init_ray`; a
+        joined one keeps its own setting, by default Ray's 15). "" when there is nothing to say."""
+        p = self.placement[rank]
+        notes = [p.malloc_note] if p.malloc_note else []
+        if p.niceness != 0:
+            notes.append(f"niceness {p.niceness}: other processes on the node preempt this rank first (start the "
+                         f"Ray cluster with RAY_worker_niceness=0 to run it at normal priority)")
+        return "; ".join(notes)
 
     def _gather(self, refs: list[Any], method: str) -> list[Any]:
         """Results in rank order; a rank that died (its process or its node) raises WorkerDiedError naming it

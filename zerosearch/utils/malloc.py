@@ -9,7 +9,8 @@ first two steps, and updates up to twice as slow on the steps that take them (do
 
 `keep_freed_memory` fixes both thresholds with `mallopt`, in the running process: blocks below
 `mmap_threshold` come from the heap, and freed heap memory stays mapped until more than `trim_threshold`
-is free at its top. From the third step on the update then takes no page faults at all. The cost is
+is free at its top. From the third step on, most updates then take no page faults at all (a few thousand
+when a longer batch grows the heap past its earlier peak). The cost is
 resident memory held at the step's peak between steps, which a training worker reaches every step anyway.
 Blocks of `mmap_threshold` and more (a gathered state dict, a checkpoint shard) are still mapped and
 unmapped on their own.
@@ -35,7 +36,7 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int 
         raise ValueError(f"malloc thresholds must be positive, got mmap {mmap_threshold}, trim {trim_threshold}")
     libc_name = platform.libc_ver()[0]
     if libc_name != "glibc":
-        return f"the C library is {libc_name or 'not glibc'}, not glibc"
+        return "the C library is not glibc" + (f" ({libc_name})" if libc_name else "")
     libc = ctypes.CDLL(None)
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
